@@ -1,0 +1,479 @@
+"""Every setting outbox reads, read and validated in one place.
+
+Precedence: the process environment, then one settings file (``--settings FILE`` for the CLI and the
+local host, else ``./local.settings.json`` when the environment is the real one), then the defaults of
+the registry below. The Functions host puts app settings in the environment, so the function itself
+only ever sees the first layer.
+
+``SETTINGS`` is the registry: the drift test compares it with Bicep and ``local.settings.example.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from azure.data.tables import TableServiceClient
+    from azure.storage.blob import BlobServiceClient
+    from azure.storage.queue import QueueServiceClient
+
+Scope = Literal["function", "cli", "local"]
+MiB = 1024 * 1024
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed. ``names`` lists every setting at fault."""
+
+    def __init__(self, problems: Mapping[str, str]) -> None:
+        self.problems = dict(problems)
+        self.names = tuple(self.problems)
+        lines = "; ".join(f"{name}: {why}" for name, why in self.problems.items())
+        super().__init__(f"invalid settings: {lines}")
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    name: str
+    default: str | None
+    doc: str
+    scope: Scope = "function"
+    required: bool = False
+
+
+def _spec(name: str, default: str | None, doc: str, scope: Scope = "function", required: bool = False):
+    return name, SettingSpec(name, default, doc, scope, required)
+
+
+SETTINGS: dict[str, SettingSpec] = dict(
+    [
+        # Queue and storage.
+        _spec("OUTBOX_QUEUE", None, "Queue the trigger reads; poison goes to <queue>-poison.", required=True),
+        _spec("OUTBOX_STATUS_TABLE", "outboxstatus", "Table holding one status row per message id."),
+        _spec("OUTBOX_ATTACHMENTS_CONTAINER", "outbox-attachments",
+              "Blob container for attachment claim checks and oversized poison originals."),
+        # Identity.
+        _spec("OUTBOX_TENANT_ID", None, "Entra tenant of the sending app registration."),
+        _spec("OUTBOX_CLIENT_ID", None, "Client id of the app registration that sends mail (not the function identity)."),
+        _spec("OUTBOX_KEYVAULT_URL", None, "Key Vault holding the app's certificate, e.g. https://kv-x.vault.azure.net/."),
+        _spec("OUTBOX_CERT_NAME", None, "Name of the Key Vault certificate (read through the secrets API)."),
+        # Sending.
+        _spec("OUTBOX_TRANSPORT", "graph", "Default transport when a message names none: graph or smtp."),
+        _spec("OUTBOX_ALLOWED_SENDERS", "", "Comma list of sender addresses or *@domain; empty allows nobody."),
+        _spec("OUTBOX_ON_AMBIGUOUS", "lookup", "When a send may have happened: lookup, resend or poison."),
+        _spec("OUTBOX_MAX_ATTEMPTS", "8", "Attempts before a retryable failure is poisoned."),
+        _spec("OUTBOX_BACKOFF_BASE_S", "5", "First retry delay in seconds (doubles each attempt, with jitter)."),
+        _spec("OUTBOX_BACKOFF_MAX_S", "900", "Longest retry delay in seconds."),
+        _spec("OUTBOX_RETRY_AFTER_MAX_S", "900", "Cap on a server's Retry-After, in seconds."),
+        # Endpoints.
+        _spec("OUTBOX_CLOUD", "public", "public, usgov, usgovdod or china: picks hosts and token scopes."),
+        _spec("OUTBOX_AUTHORITY_HOST", "", "Override of the Entra authority host (https URL)."),
+        _spec("OUTBOX_GRAPH_URL", "", "Override of the Graph base URL."),
+        _spec("OUTBOX_SMTP_HOST", "", "Override of the SMTP submission host."),
+        _spec("OUTBOX_SMTP_PORT", "587", "SMTP submission port (STARTTLS is always required)."),
+        # Trust.
+        _spec("OUTBOX_CA_BUNDLE", "", "PEM file of CA certificates every outbound TLS client is given."),
+        # Tuning: every time-based behaviour is a setting so tests run it in seconds.
+        _spec("OUTBOX_HTTP_TIMEOUT_S", "30", "Read/write timeout of Graph requests, in seconds."),
+        _spec("OUTBOX_SMTP_TIMEOUT_S", "30", "Socket timeout of SMTP commands, in seconds."),
+        _spec("OUTBOX_GRAPH_CONCURRENCY", "4", "Graph requests in flight per mailbox per process (Outlook allows 4)."),
+        _spec("OUTBOX_SMTP_CONNECTIONS", "3", "SMTP connections per mailbox per process (Exchange allows 3)."),
+        _spec("OUTBOX_GRAPH_BUDGET_REQUESTS", "10000", "Graph requests per mailbox per budget window."),
+        _spec("OUTBOX_GRAPH_BUDGET_WINDOW_S", "600", "Length of the Graph request budget window, in seconds."),
+        _spec("OUTBOX_SMTP_RATE_PER_WINDOW", "30", "SMTP messages per mailbox per rate window."),
+        _spec("OUTBOX_SMTP_RATE_WINDOW_S", "60", "Length of the SMTP rate window, in seconds."),
+        _spec("OUTBOX_PACING_MAX_WAIT_S", "2", "Longest in-process wait for a mailbox slot before re-queueing."),
+        _spec("OUTBOX_CERT_REFRESH_S", "3600", "How often the certificate is re-read from Key Vault, in seconds."),
+        _spec("OUTBOX_CERT_EXPIRY_MARGIN_S", "604800", "Re-read the certificate when it expires within this many seconds."),
+        _spec("OUTBOX_SMTP_IDLE_S", "60", "Idle SMTP sessions are closed after this many seconds."),
+        _spec("OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds."),
+        _spec("OUTBOX_LARGE_ATTACHMENT_BYTES", str(3 * MiB), "Attachments this large go through an upload session."),
+        _spec("OUTBOX_UPLOAD_CHUNK_BYTES", str(3 * MiB), "Byte range per upload-session PUT (under 4 MiB)."),
+        # CLI only.
+        _spec("OUTBOX_API_URL", "", "Base URL of the HTTP function, for `outbox send`.", scope="cli"),
+        _spec("OUTBOX_API_KEY", "", "Function key for the HTTP function.", scope="cli"),
+    ]
+)
+
+# Names the code reads that belong to the platform, not to outbox's contract.
+PLATFORM_SETTINGS = (
+    "AzureWebJobsStorage",
+    "AzureWebJobsStorage__queueServiceUri",
+    "AzureWebJobsStorage__tableServiceUri",
+    "AzureWebJobsStorage__blobServiceUri",
+    "AzureWebJobsStorage__accountName",
+    "AzureWebJobsStorage__credential",
+    "AzureWebJobsStorage__clientId",
+    "AZURE_CLIENT_ID",
+)
+
+
+@dataclass(frozen=True)
+class Cloud:
+    authority_host: str
+    graph_url: str
+    smtp_host: str
+    graph_scope: str
+    smtp_scope: str
+    keyvault_scope: str
+
+
+# Scopes are resource identifiers: an endpoint override never changes them.
+CLOUDS: dict[str, Cloud] = {
+    "public": Cloud(
+        "https://login.microsoftonline.com", "https://graph.microsoft.com", "smtp.office365.com",
+        "https://graph.microsoft.com/.default", "https://outlook.office365.com/.default",
+        "https://vault.azure.net/.default",
+    ),
+    "usgov": Cloud(
+        "https://login.microsoftonline.us", "https://graph.microsoft.us", "smtp.office365.us",
+        "https://graph.microsoft.us/.default", "https://outlook.office365.us/.default",
+        "https://vault.usgovcloudapi.net/.default",
+    ),
+    "usgovdod": Cloud(
+        "https://login.microsoftonline.us", "https://dod-graph.microsoft.us", "smtp.office365.us",
+        "https://dod-graph.microsoft.us/.default", "https://outlook-dod.office365.us/.default",
+        "https://vault.usgovcloudapi.net/.default",
+    ),
+    "china": Cloud(
+        "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn", "smtp.partner.outlook.cn",
+        "https://microsoftgraph.chinacloudapi.cn/.default", "https://partner.outlook.cn/.default",
+        "https://vault.azure.cn/.default",
+    ),
+}
+
+MICROSOFT_AUTHORITY_HOSTS = frozenset(urlsplit(c.authority_host).hostname for c in CLOUDS.values())
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """The Functions connection ``AzureWebJobsStorage``: a connection string or the identity-based form."""
+
+    connection_string: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    blob_service_uri: str | None = None
+    credential_kind: str | None = None
+    client_id: str | None = None
+
+    def _credential(self) -> Any:
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+        if (self.credential_kind or "").lower() == "managedidentity":
+            return ManagedIdentityCredential(client_id=self.client_id) if self.client_id else ManagedIdentityCredential()
+        return DefaultAzureCredential(managed_identity_client_id=self.client_id)
+
+    def queue_service_client(self, **kwargs: Any) -> QueueServiceClient:
+        from azure.storage.queue import QueueServiceClient
+
+        if self.connection_string:
+            return QueueServiceClient.from_connection_string(self.connection_string, **kwargs)
+        return QueueServiceClient(self.queue_service_uri or "", credential=self._credential(), **kwargs)
+
+    def table_service_client(self, **kwargs: Any) -> TableServiceClient:
+        from azure.data.tables import TableServiceClient
+
+        if self.connection_string:
+            return TableServiceClient.from_connection_string(self.connection_string, **kwargs)
+        return TableServiceClient(self.table_service_uri or "", credential=self._credential(), **kwargs)
+
+    def blob_service_client(self, **kwargs: Any) -> BlobServiceClient:
+        from azure.storage.blob import BlobServiceClient
+
+        if self.connection_string:
+            return BlobServiceClient.from_connection_string(self.connection_string, **kwargs)
+        return BlobServiceClient(self.blob_service_uri or "", credential=self._credential(), **kwargs)
+
+
+@dataclass(frozen=True)
+class Settings:
+    queue: str
+    status_table: str
+    attachments_container: str
+    storage: StorageConfig
+    tenant_id: str | None
+    client_id: str | None
+    keyvault_url: str | None
+    cert_name: str | None
+    transport: Literal["graph", "smtp"]
+    allowed_senders: tuple[str, ...]
+    on_ambiguous: Literal["lookup", "resend", "poison"]
+    max_attempts: int
+    backoff_base_s: float
+    backoff_max_s: float
+    retry_after_max_s: float
+    cloud: str
+    authority_host: str
+    graph_url: str
+    smtp_host: str
+    smtp_port: int
+    graph_scope: str
+    smtp_scope: str
+    keyvault_scope: str
+    ca_bundle: str | None
+    http_timeout_s: float
+    smtp_timeout_s: float
+    graph_concurrency: int
+    smtp_connections: int
+    graph_budget_requests: int
+    graph_budget_window_s: float
+    smtp_rate_per_window: int
+    smtp_rate_window_s: float
+    pacing_max_wait_s: float
+    cert_refresh_s: float
+    cert_expiry_margin_s: float
+    smtp_idle_s: float
+    lease_s: float
+    large_attachment_bytes: int
+    upload_chunk_bytes: int
+    api_url: str | None
+    api_key: str | None
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    _ssl: dict[str, ssl.SSLContext] = field(default_factory=dict, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    @property
+    def poison_queue(self) -> str:
+        return f"{self.queue}-poison"
+
+    @property
+    def authority(self) -> str:
+        return f"{self.authority_host.rstrip('/')}/{self.tenant_id}"
+
+    @property
+    def uses_microsoft_authority(self) -> bool:
+        return urlsplit(self.authority_host).hostname in MICROSOFT_AUTHORITY_HOSTS
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """One client context per process: loading a CA bundle costs ~20 ms, so it is never done per request."""
+        with self._lock:
+            ctx = self._ssl.get("client")
+            if ctx is None:
+                ctx = ssl.create_default_context(cafile=self.ca_bundle) if self.ca_bundle else ssl.create_default_context()
+                ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+                self._ssl["client"] = ctx
+            return ctx
+
+    def require_sending(self) -> None:
+        """Raise SettingsError naming every setting that sending needs and that is missing."""
+        missing = {
+            name: "required to send mail"
+            for name, value in (
+                ("OUTBOX_TENANT_ID", self.tenant_id),
+                ("OUTBOX_CLIENT_ID", self.client_id),
+                ("OUTBOX_KEYVAULT_URL", self.keyvault_url),
+                ("OUTBOX_CERT_NAME", self.cert_name),
+            )
+            if not value
+        }
+        if missing:
+            raise SettingsError(missing)
+
+
+def read_settings_file(path: str | Path) -> dict[str, str]:
+    """``local.settings.json`` (its ``Values``) or a KEY=VALUE file such as the harness's ``outbox.env``."""
+    p = Path(path)
+    text = p.read_text(encoding="utf-8-sig")
+    if p.suffix == ".json":
+        data = json.loads(text)
+        values = data.get("Values", {}) if isinstance(data, dict) else {}
+        return {str(k): "" if v is None else str(v) for k, v in values.items()}
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip().removeprefix("export ").strip()
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def merged_values(
+    environ: Mapping[str, str] | None = None, settings_file: str | Path | None = None
+) -> dict[str, str]:
+    """The layered name -> value map that ``load_settings`` reads (exposed for the local host and the CLI)."""
+    use_real_env = environ is None
+    values: dict[str, str] = {}
+    if settings_file is not None:
+        values.update(read_settings_file(settings_file))
+    elif use_real_env and Path("local.settings.json").is_file():
+        values.update(read_settings_file("local.settings.json"))
+    values.update(os.environ if use_real_env else environ)  # type: ignore[arg-type]
+    return values
+
+
+class _Reader:
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.problems: dict[str, str] = {}
+
+    def text(self, name: str) -> str:
+        value = self.values.get(name)
+        if value is None or value.strip() == "":
+            default = SETTINGS[name].default if name in SETTINGS else None
+            value = default if default is not None else ""
+        return value.strip()
+
+    def optional(self, name: str) -> str | None:
+        return self.text(name) or None
+
+    def number(self, name: str, kind: type[int] | type[float], minimum: float = 0) -> Any:
+        raw = self.text(name)
+        try:
+            value = kind(raw)
+        except ValueError:
+            self.problems[name] = f"expected a {'whole ' if kind is int else ''}number, got {raw!r}"
+            return kind(SETTINGS[name].default or 0)
+        if value < minimum:
+            self.problems[name] = f"must be at least {minimum}, got {raw!r}"
+        return value
+
+    def choice(self, name: str, allowed: tuple[str, ...]) -> str:
+        value = self.text(name).lower()
+        if value not in allowed:
+            self.problems[name] = f"must be one of {', '.join(allowed)}, got {value!r}"
+            return allowed[0]
+        return value
+
+    def https_url(self, name: str) -> str | None:
+        value = self.optional(name)
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme != "https" or not parts.hostname:
+            self.problems[name] = f"must be an https URL, got {value!r}"
+        return value.rstrip("/")
+
+
+def _storage(values: Mapping[str, str], problems: dict[str, str]) -> StorageConfig:
+    conn = (values.get("AzureWebJobsStorage") or "").strip()
+    prefix = "AzureWebJobsStorage__"
+    account = (values.get(prefix + "accountName") or "").strip()
+
+    def uri(service: str) -> str | None:
+        explicit = (values.get(f"{prefix}{service}ServiceUri") or "").strip()
+        if explicit:
+            return explicit
+        return f"https://{account}.{service}.core.windows.net" if account else None
+
+    if conn:
+        if conn == "UseDevelopmentStorage=true":
+            problems["AzureWebJobsStorage"] = (
+                "UseDevelopmentStorage=true is hard-wired to ports 10000-10002; give an explicit Azurite "
+                "connection string (python -m harness up writes one)"
+            )
+        return StorageConfig(connection_string=conn)
+    queue_uri = uri("queue")
+    if not queue_uri:
+        problems["AzureWebJobsStorage"] = (
+            "set a connection string, or AzureWebJobsStorage__queueServiceUri/__tableServiceUri/__blobServiceUri"
+        )
+    return StorageConfig(
+        queue_service_uri=queue_uri,
+        table_service_uri=uri("table"),
+        blob_service_uri=uri("blob"),
+        credential_kind=(values.get(prefix + "credential") or "").strip() or None,
+        client_id=(values.get(prefix + "clientId") or "").strip() or None,
+    )
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    settings_file: str | Path | None = None,
+    *,
+    require_storage: bool = True,
+) -> Settings:
+    """Read and validate every setting; raise SettingsError naming each one at fault.
+
+    ``environ=None`` means the real environment (plus ``./local.settings.json`` when no file is given).
+    Passing a mapping reads only that mapping and ``settings_file``: tests stay hermetic.
+    """
+    values = merged_values(environ, settings_file)
+    r = _Reader(values)
+    problems = r.problems
+
+    queue = r.text("OUTBOX_QUEUE")
+    if not queue:
+        problems["OUTBOX_QUEUE"] = "required (the trigger binds %OUTBOX_QUEUE%); the templates use 'outbox'"
+    storage = _storage(values, problems)
+    if not require_storage:
+        problems.pop("AzureWebJobsStorage", None)
+
+    cloud_name = r.choice("OUTBOX_CLOUD", tuple(CLOUDS))
+    cloud = CLOUDS[cloud_name]
+    authority_host = r.https_url("OUTBOX_AUTHORITY_HOST") or cloud.authority_host
+    graph_url = r.https_url("OUTBOX_GRAPH_URL") or cloud.graph_url
+    keyvault_url = r.https_url("OUTBOX_KEYVAULT_URL")
+
+    ca_bundle = r.optional("OUTBOX_CA_BUNDLE")
+    if ca_bundle and not Path(ca_bundle).is_file():
+        problems["OUTBOX_CA_BUNDLE"] = f"no such file: {ca_bundle}"
+
+    senders = tuple(s.strip().lower() for s in r.text("OUTBOX_ALLOWED_SENDERS").split(",") if s.strip())
+    for pattern in senders:
+        local, at, domain = pattern.rpartition("@")
+        if not at or not local or not domain or ("*" in local and local != "*") or "*" in domain:
+            problems["OUTBOX_ALLOWED_SENDERS"] = f"entries are addresses or *@domain, got {pattern!r}"
+
+    upload_chunk = r.number("OUTBOX_UPLOAD_CHUNK_BYTES", int, 1)
+    if upload_chunk >= 4 * MiB:
+        problems["OUTBOX_UPLOAD_CHUNK_BYTES"] = "must be under 4 MiB (Graph's limit per upload range)"
+
+    settings = Settings(
+        queue=queue,
+        status_table=r.text("OUTBOX_STATUS_TABLE"),
+        attachments_container=r.text("OUTBOX_ATTACHMENTS_CONTAINER"),
+        storage=storage,
+        tenant_id=r.optional("OUTBOX_TENANT_ID"),
+        client_id=r.optional("OUTBOX_CLIENT_ID"),
+        keyvault_url=keyvault_url,
+        cert_name=r.optional("OUTBOX_CERT_NAME"),
+        transport=r.choice("OUTBOX_TRANSPORT", ("graph", "smtp")),  # type: ignore[arg-type]
+        allowed_senders=senders,
+        on_ambiguous=r.choice("OUTBOX_ON_AMBIGUOUS", ("lookup", "resend", "poison")),  # type: ignore[arg-type]
+        max_attempts=r.number("OUTBOX_MAX_ATTEMPTS", int, 1),
+        backoff_base_s=r.number("OUTBOX_BACKOFF_BASE_S", float),
+        backoff_max_s=r.number("OUTBOX_BACKOFF_MAX_S", float),
+        retry_after_max_s=r.number("OUTBOX_RETRY_AFTER_MAX_S", float),
+        cloud=cloud_name,
+        authority_host=authority_host,
+        graph_url=graph_url,
+        smtp_host=r.optional("OUTBOX_SMTP_HOST") or cloud.smtp_host,
+        smtp_port=r.number("OUTBOX_SMTP_PORT", int, 1),
+        graph_scope=cloud.graph_scope,
+        smtp_scope=cloud.smtp_scope,
+        keyvault_scope=cloud.keyvault_scope,
+        ca_bundle=ca_bundle,
+        http_timeout_s=r.number("OUTBOX_HTTP_TIMEOUT_S", float, 0.001),
+        smtp_timeout_s=r.number("OUTBOX_SMTP_TIMEOUT_S", float, 0.001),
+        graph_concurrency=r.number("OUTBOX_GRAPH_CONCURRENCY", int, 1),
+        smtp_connections=r.number("OUTBOX_SMTP_CONNECTIONS", int, 1),
+        graph_budget_requests=r.number("OUTBOX_GRAPH_BUDGET_REQUESTS", int, 1),
+        graph_budget_window_s=r.number("OUTBOX_GRAPH_BUDGET_WINDOW_S", float, 0.001),
+        smtp_rate_per_window=r.number("OUTBOX_SMTP_RATE_PER_WINDOW", int, 1),
+        smtp_rate_window_s=r.number("OUTBOX_SMTP_RATE_WINDOW_S", float, 0.001),
+        pacing_max_wait_s=r.number("OUTBOX_PACING_MAX_WAIT_S", float),
+        cert_refresh_s=r.number("OUTBOX_CERT_REFRESH_S", float),
+        cert_expiry_margin_s=r.number("OUTBOX_CERT_EXPIRY_MARGIN_S", float),
+        smtp_idle_s=r.number("OUTBOX_SMTP_IDLE_S", float),
+        lease_s=r.number("OUTBOX_LEASE_S", float, 0.001),
+        large_attachment_bytes=r.number("OUTBOX_LARGE_ATTACHMENT_BYTES", int, 1),
+        upload_chunk_bytes=upload_chunk,
+        api_url=r.optional("OUTBOX_API_URL"),
+        api_key=r.optional("OUTBOX_API_KEY"),
+        raw=values,
+    )
+    if problems:
+        raise SettingsError(problems)
+    return settings
