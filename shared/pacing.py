@@ -1,0 +1,279 @@
+"""Per-mailbox limits kept inside one process, so outbox paces itself instead of collecting 429s.
+
+Microsoft counts per app and mailbox: Graph allows 4 concurrent requests and 10,000 requests per
+10 minutes per mailbox; Exchange SMTP allows 30 messages per minute and 3 connections per mailbox.
+Each :class:`MailboxLimiter` holds, per mailbox:
+
+* a concurrency cap (requests in flight), waited for like a semaphore;
+* a sliding-window budget (requests or messages per window);
+* a pause set after a 429 / Retry-After, which stops THAT mailbox only.
+
+When a mailbox is paused or over budget, a caller waits if the wait is short
+(``OUTBOX_PACING_MAX_WAIT_S``); otherwise it gets ``OutboxError(category="throttled",
+code="outbox.paused", retryable=True, request_sent=False, retry_after=<seconds>)`` so the pipeline
+re-queues the message with that delay instead of holding a worker thread.
+
+The clock and the sleep are injected, so the unit tests drive time without sleeping.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from shared.errors import OutboxError
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+PAUSED_CODE = "outbox.paused"
+BUSY_CODE = "outbox.busy"
+
+
+@dataclass(frozen=True)
+class MailboxState:
+    """What a limiter knows about one mailbox right now (for doctor, logs and tests)."""
+
+    mailbox: str
+    in_flight: int
+    used_in_window: int
+    paused_for_s: float
+
+
+class _Mailbox:
+    __slots__ = ("in_flight", "log", "paused_until")
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.log: deque[float] = deque()
+        self.paused_until = 0.0
+
+
+class MailboxLimiter:
+    """Concurrency + sliding-window budget + pause, per mailbox, for one service (Graph or SMTP).
+
+    ``concurrency=None`` means no in-flight cap (SMTP: the session pool is the cap).
+    ``slot_wait_s`` bounds how long a caller waits for a free concurrency slot: requests in flight
+    end on their own, so this wait is allowed to be longer than ``max_wait_s``.
+    """
+
+    def __init__(
+        self,
+        service: str,
+        *,
+        budget: int,
+        window_s: float,
+        max_wait_s: float,
+        concurrency: int | None = None,
+        slot_wait_s: float | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> None:
+        if budget < 1 or window_s <= 0:
+            raise ValueError("budget must be >= 1 and window_s > 0")
+        if concurrency is not None and concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        self.service = service
+        self.budget = budget
+        self.window_s = window_s
+        self.max_wait_s = max(0.0, max_wait_s)
+        self.concurrency = concurrency
+        self.slot_wait_s = self.max_wait_s if slot_wait_s is None else max(0.0, slot_wait_s)
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._freed = threading.Condition(self._lock)
+        self._mailboxes: dict[str, _Mailbox] = {}
+
+    # -- public ---------------------------------------------------------------------------------
+
+    @contextmanager
+    def slot(self, mailbox: str, *, cost: int = 1) -> Iterator[None]:
+        """Hold one in-flight slot and spend ``cost`` budget units for the duration of the block.
+
+        A multi-request operation (draft + upload session + send) takes one slot, because its
+        requests run one after another, and spends one unit per request up front so that it is
+        never stopped halfway by its own budget.
+        """
+        key = _key(mailbox)
+        self._take_slot(key)
+        try:
+            self._spend(key, cost)
+        except BaseException:
+            self._give_back(key)
+            raise
+        try:
+            yield
+        finally:
+            self._give_back(key)
+
+    def spend(self, mailbox: str, cost: int = 1) -> None:
+        """Spend budget without holding a slot (SMTP messages: the session pool caps concurrency)."""
+        self._spend(_key(mailbox), cost)
+
+    def pause(self, mailbox: str, seconds: float) -> None:
+        """Stop this mailbox for ``seconds`` (a later, longer pause wins; a shorter one never shortens)."""
+        if seconds <= 0:
+            return
+        key = _key(mailbox)
+        with self._lock:
+            box = self._box(key)
+            box.paused_until = max(box.paused_until, self._clock() + seconds)
+
+    def paused_for(self, mailbox: str) -> float:
+        with self._lock:
+            box = self._mailboxes.get(_key(mailbox))
+            return max(0.0, box.paused_until - self._clock()) if box else 0.0
+
+    def state(self, mailbox: str) -> MailboxState:
+        key = _key(mailbox)
+        with self._lock:
+            now = self._clock()
+            box = self._box(key)
+            self._expire(box, now)
+            return MailboxState(key, box.in_flight, len(box.log), max(0.0, box.paused_until - now))
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _box(self, key: str) -> _Mailbox:
+        box = self._mailboxes.get(key)
+        if box is None:
+            box = self._mailboxes[key] = _Mailbox()
+        return box
+
+    def _expire(self, box: _Mailbox, now: float) -> None:
+        horizon = now - self.window_s
+        log = box.log
+        while log and log[0] <= horizon:
+            log.popleft()
+
+    def _take_slot(self, key: str) -> None:
+        if self.concurrency is None:
+            with self._lock:
+                self._box(key).in_flight += 1
+            return
+        deadline = time.monotonic() + self.slot_wait_s
+        with self._freed:
+            box = self._box(key)
+            while box.in_flight >= self.concurrency:
+                # Real time, not the injected clock: slots are freed by other threads finishing.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._freed.wait(remaining):
+                    if box.in_flight < self.concurrency:
+                        break
+                    raise OutboxError(
+                        "throttled",
+                        BUSY_CODE,
+                        transport=self._transport,
+                        retryable=True,
+                        request_sent=False,
+                        retry_after=1.0,
+                        detail=(
+                            f"{self.concurrency} {self.service} requests already in flight for {key} "
+                            f"after waiting {self.slot_wait_s:g} s"
+                        ),
+                        hint="the mailbox is busy in this process; the message is re-queued",
+                    )
+            box.in_flight += 1
+
+    def _give_back(self, key: str) -> None:
+        with self._freed:
+            box = self._box(key)
+            box.in_flight = max(0, box.in_flight - 1)
+            # One condition serves every mailbox: wake all so the right mailbox's waiter sees it.
+            self._freed.notify_all()
+
+    def _spend(self, key: str, cost: int) -> None:
+        if cost > self.budget:
+            raise ValueError(f"cost {cost} exceeds the whole budget {self.budget}")
+        while True:
+            with self._lock:
+                now = self._clock()
+                box = self._box(key)
+                self._expire(box, now)
+                wait, reason = self._wait_needed(box, now, cost)
+                if wait <= 0:
+                    box.log.extend([now] * cost)
+                    return
+            if wait > self.max_wait_s:
+                raise OutboxError(
+                    "throttled",
+                    PAUSED_CODE,
+                    transport=self._transport,
+                    retryable=True,
+                    request_sent=False,
+                    retry_after=float(math.ceil(wait)),
+                    detail=f"{self.service} for {key} is {reason}; {wait:.1f} s to go",
+                    hint="outbox paces each mailbox under Microsoft's limits; the message is re-queued",
+                )
+            self._sleep(wait)
+
+    def _wait_needed(self, box: _Mailbox, now: float, cost: int) -> tuple[float, str]:
+        paused = box.paused_until - now
+        if paused > 0:
+            return paused, "paused after the server throttled it"
+        over = len(box.log) + cost - self.budget
+        if over > 0:
+            # The unit that must leave the window before `cost` more fit.
+            return box.log[over - 1] + self.window_s - now, (
+                f"over its budget of {self.budget} per {self.window_s:g} s"
+            )
+        return 0.0, ""
+
+    @property
+    def _transport(self) -> str | None:
+        return self.service if self.service in ("graph", "smtp") else None
+
+
+class Pacing:
+    """The process's limiters: ``graph`` (concurrency + request budget) and ``smtp`` (message rate)."""
+
+    def __init__(self, graph: MailboxLimiter, smtp: MailboxLimiter) -> None:
+        self.graph = graph
+        self.smtp = smtp
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> Pacing:
+        graph = MailboxLimiter(
+            "graph",
+            budget=settings.graph_budget_requests,
+            window_s=settings.graph_budget_window_s,
+            max_wait_s=settings.pacing_max_wait_s,
+            concurrency=settings.graph_concurrency,
+            # A slot frees when a request ends, and a request never outlives the HTTP timeout.
+            slot_wait_s=max(settings.pacing_max_wait_s, settings.http_timeout_s),
+            clock=clock,
+            sleep=sleep,
+        )
+        smtp = MailboxLimiter(
+            "smtp",
+            budget=settings.smtp_rate_per_window,
+            window_s=settings.smtp_rate_window_s,
+            max_wait_s=settings.pacing_max_wait_s,
+            clock=clock,
+            sleep=sleep,
+        )
+        return cls(graph, smtp)
+
+    def limiter(self, transport: str) -> MailboxLimiter:
+        if transport == "graph":
+            return self.graph
+        if transport == "smtp":
+            return self.smtp
+        raise ValueError(f"no limiter for transport {transport!r}")
+
+    def pause(self, mailbox: str, seconds: float, *, transport: str = "graph") -> None:
+        self.limiter(transport).pause(mailbox, seconds)
+
+
+def _key(mailbox: str) -> str:
+    return mailbox.strip().lower()
