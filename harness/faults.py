@@ -281,9 +281,10 @@ def catalog_http_reply(
             request_id=request_id or str(uuid.uuid4()),
             client_request_id=client_request_id or str(uuid.uuid4()),
             date=now.strftime("%Y-%m-%dT%H:%M:%S"),
+            retry_after=retry_after,
+            **fmt,
         )
-        headers = dict(headers)
-        payload = body or b""
+        return status, dict(headers), body or b""
     elif service in ("entra", "msi"):
         status, data = catalog.entra_error(
             name,

@@ -276,11 +276,14 @@ class ServiceHost:
     def endpoints(self) -> dict[str, Endpoint]:
         return {name: self._endpoint(s) for name, s in self._services.items()}
 
+    def on_loop_thread(self) -> bool:
+        return threading.current_thread() is self._thread
+
     def set_down(self, name: str, mode: DownMode | None) -> None:
         """Take a service down (``refused``/``reset``) or bring it back (``None``), same port."""
-        self.run(self._set_down(name, mode))
+        self.run(self.set_down_async(name, mode))
 
-    async def _set_down(self, name: str, mode: DownMode | None) -> None:
+    async def set_down_async(self, name: str, mode: DownMode | None) -> None:
         service = self._services[name]
         if service.down == mode:
             return
