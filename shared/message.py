@@ -486,6 +486,9 @@ class _Parser:
         if not _CONTENT_TYPE.match(text.strip()):
             self.fail(path, f"must be a MIME type like application/pdf (type/subtype, no parameters); got {_safe(text)!r}")
             return None
+        if text.strip().lower().startswith("multipart/"):
+            self.fail(path, "multipart/* describes message structure, not a file; use the file's own type")
+            return None
         return text.strip().lower()
 
     def base64_content(self, path: str, value: object) -> bytes | None:
