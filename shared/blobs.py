@@ -1,0 +1,102 @@
+"""Attachments by reference ("claim check"): a message names ``container/path`` in blob storage.
+
+Reads stream with ranged downloads, so a 100 MB attachment never sits in memory whole when the
+transport can upload it in pieces (Graph upload sessions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from shared.errors import ConfigError, OutboxError
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    container, sep, name = ref.strip().lstrip("/").partition("/")
+    if not sep or not container or not name:
+        raise OutboxError(
+            "invalid_message",
+            "attachment.bad_blob_ref",
+            detail=f"blob reference {ref!r} is not 'container/path'",
+            hint='reference attachments as "blob": "<container>/<path>"',
+        )
+    return container, name
+
+
+class AzureBlobSource:
+    """``BlobSource`` over azure-storage-blob (the transports read attachments through this)."""
+
+    def __init__(self, blob_service: Any) -> None:
+        self._service = blob_service
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> AzureBlobSource:
+        return cls(settings.storage.blob_service_client())
+
+    def _client(self, ref: str) -> Any:
+        container, name = split_ref(ref)
+        return self._service.get_blob_client(container, name)
+
+    def _classified(self, ref: str, exc: Exception) -> OutboxError:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError, ServiceRequestError
+
+        if isinstance(exc, ResourceNotFoundError):
+            return OutboxError(
+                "invalid_message",
+                "attachment.blob_not_found",
+                transport="storage",
+                status=404,
+                detail=f"attachment blob {ref!r} does not exist",
+                hint="upload the blob before enqueueing the message, then requeue it (outbox requeue)",
+            )
+        if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
+            return ConfigError(
+                f"may not read attachment blob {ref!r} ({exc.status_code})",
+                code="storage.blob_forbidden",
+                transport="storage",
+                status=exc.status_code,
+                hint="grant the function's identity Storage Blob Data Reader on the attachment container",
+            )
+        status = exc.status_code if isinstance(exc, HttpResponseError) else None
+        return OutboxError(
+            "transient",
+            "storage.blob_read_failed",
+            transport="storage",
+            status=status,
+            retryable=True,
+            detail=f"reading attachment blob {ref!r} failed: {type(exc).__name__}"
+            + ("" if isinstance(exc, ServiceRequestError) else f" {str(exc)[:200]}"),
+        )
+
+    def size(self, ref: str) -> int:
+        try:
+            return int(self._client(ref).get_blob_properties().size)
+        except OutboxError:
+            raise
+        except Exception as exc:
+            raise self._classified(ref, exc) from exc
+
+    def read_chunks(self, ref: str, chunk_size: int) -> Iterator[bytes]:
+        """The blob in consecutive pieces of ``chunk_size`` bytes (the last may be shorter)."""
+        client = self._client(ref)
+        total = self.size(ref)
+        offset = 0
+        while offset < total:
+            length = min(chunk_size, total - offset)
+            try:
+                data = client.download_blob(offset=offset, length=length).readall()
+            except Exception as exc:
+                raise self._classified(ref, exc) from exc
+            if not data:
+                break
+            yield data
+            offset += len(data)
+
+    def read_all(self, ref: str) -> bytes:
+        try:
+            return bytes(self._client(ref).download_blob().readall())
+        except OutboxError:
+            raise
+        except Exception as exc:
+            raise self._classified(ref, exc) from exc

@@ -1,0 +1,533 @@
+"""How one message travels: parse -> validate -> already sent? -> send -> outcome.
+
+The pipeline owns no I/O of its own: it is given the settings, the transports (``Senders``), the status
+table, the queues, the blob source and a clock, so the same code runs under the Functions host, the
+local host, the HTTP function and the unit tests.
+
+Outcomes of a queue message (each logged as one ``outbox.outcome`` event):
+
+- ``sent``: the status row says sent; the invocation returns and the host deletes the queue message.
+- ``retry``: a retryable failure (or an ambiguous send): the row says retrying/ambiguous, the same v1
+  body (``id`` filled in) goes back on the queue with a delay, the invocation returns.
+- ``poisoned``: a permanent failure, an invalid message, or attempts exhausted: a classified envelope
+  goes to ``<queue>-poison`` and the row says poisoned.
+- ``duplicate``: the row says the message was already sent (or poisoned): nothing is sent.
+- ``deferred``: another copy of the same id holds a live claim, or the mailbox is paused by a
+  Retry-After: the copy goes back on the queue with a delay and no attempt is counted.
+
+Every retry/poison write happens before the invocation returns; if one fails the exception propagates,
+the invocation fails and the host redelivers the message, so nothing is ever acknowledged unsaved.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from shared.backoff import retry_delay_s
+from shared.errors import OutboxError, redact
+from shared.events import log_outcome, outcome_event
+from shared.message_id import make_message_id
+from shared.queues import poison_envelope, raw_text
+from shared.status import Claim, ClaimKind, StatusRow
+
+log = logging.getLogger("outbox.pipeline")
+
+PAUSED_CODES = frozenset({"outbox.paused", "outbox.busy"})
+# A duplicate in flight is retried shortly after the other copy's lease ends.
+_LEASE_GRACE_S = 1.0
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message in one invocation (the HTTP function renders it; tests assert it)."""
+
+    kind: str  # sent | retry | poisoned | duplicate | deferred (queue); failed | in_flight (mode=now)
+    message_id: str
+    attempt: int = 0
+    mailbox: str | None = None
+    transport: str | None = None
+    error: OutboxError | None = None
+    invalid: list[dict[str, str]] | None = None
+    delay_s: float | None = None
+    request_ids: tuple[str, ...] = ()
+    duration_ms: float = 0.0
+    possibly_duplicated: bool = False
+    sent_via: str | None = None
+    internet_message_id: str | None = None
+    state: str | None = None
+    ambiguous: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def category(self) -> str | None:
+        return self.error.category if self.error else None
+
+    @property
+    def code(self) -> str | None:
+        return self.error.code if self.error else None
+
+
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+
+
+def invalid_error(exc: Exception, *, unreadable: bool = False) -> OutboxError:
+    """An InvalidMessage (or anything unreadable) as the classified error the envelope carries.
+
+    For a body that did not decode, the validator quotes an excerpt of it; that excerpt is cut here,
+    because body text never goes into logs or error fields (the envelope keeps the raw text itself)."""
+    detail = str(exc)
+    if unreadable:
+        detail = _QUOTED.sub("'…'", detail)
+    return OutboxError(
+        "invalid_message",
+        "invalid_message",
+        retryable=False,
+        detail=detail,
+        hint="fix the producer: the detail names each offending field (schema: docs/message.md)",
+    )
+
+
+def unexpected_error(exc: BaseException, *, transport: str | None) -> OutboxError:
+    """A bug or an unclassified failure inside a transport. We cannot know whether bytes left, so it
+    is treated as possibly delivered: the next attempt deduplicates before sending again."""
+    return OutboxError(
+        "unknown",
+        "outbox.unexpected",
+        transport=transport if transport in ("graph", "smtp") else None,
+        retryable=True,
+        request_sent=True,
+        maybe_delivered=True,
+        detail=f"{type(exc).__name__}: {redact(str(exc))[:300]}",
+        hint="an unexpected failure; the function log has the stack trace. Report it if it repeats",
+    )
+
+
+def _request_ids(obj: Any) -> tuple[str, ...]:
+    ids: list[str] = []
+    for name in ("request_id", "client_request_id"):
+        value = getattr(obj, name, None)
+        if value:
+            ids.append(str(value))
+    return tuple(ids)
+
+
+class Pipeline:
+    """Everything between a queue body (or an HTTP body) and its outcome."""
+
+    def __init__(
+        self,
+        settings: Any,
+        senders: Any,
+        status: Any,
+        queues: Any,
+        blobs: Any,
+        clock: Clock = _utcnow,
+        *,
+        rng: random.Random | None = None,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self.settings = settings
+        self.senders = senders
+        self.status = status
+        self.queues = queues
+        self.blobs = blobs
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.logger = logger
+
+    # -- entry points -------------------------------------------------------------------------------
+
+    def handle_queue_message(
+        self, body: bytes | str, *, queue_message_id: str, dequeue_count: int = 1
+    ) -> Outcome:
+        """One queue message, start to outcome. Raises only when a retry/poison write failed."""
+        started = time.perf_counter()
+        ctx = _Ctx(queue_message_id=queue_message_id, dequeue_count=dequeue_count, started=started)
+        outcome = self._handle(body, ctx)
+        self._emit(outcome, ctx)
+        return outcome
+
+    def send_now(self, data: Mapping[str, Any] | bytes | str, *, request_id: str | None = None) -> Outcome:
+        """``POST /api/send?mode=now``: one attempt at once; failures are answered, not queued."""
+        started = time.perf_counter()
+        owner = f"http:{request_id or uuid.uuid4().hex}"
+        ctx = _Ctx(queue_message_id=owner, dequeue_count=1, started=started, now_mode=True)
+        outcome = self._handle(data, ctx)
+        self._emit(outcome, ctx)
+        return outcome
+
+    def enqueue(self, data: Mapping[str, Any] | bytes | str) -> tuple[str, StatusRow | None]:
+        """``POST /api/send?mode=queue``: validate, give the message an id, put it on the queue.
+
+        Raises ``InvalidMessage`` for a message that would only be poisoned, and OutboxError (size) for
+        one that does not fit a queue message."""
+        from shared.message import check_sender_allowed, decode_body, message_to_json, parse_message
+
+        decoded = decode_body(data) if isinstance(data, bytes | str) else dict(data)
+        message = parse_message(decoded)
+        check_sender_allowed(message, self.settings.allowed_senders)
+        transport = message.transport or self.settings.transport
+        _validate_for(message, transport)
+        message_id = message.id or uuid.uuid4().hex
+        body = message_to_json(message, id=message_id)
+        imid = make_message_id(message_id, message.sender.address)
+        self.status.record_queued(message_id, transport=transport, mailbox=message.sender.address,
+                                  internet_message_id=imid)
+        self.queues.enqueue(body)
+        return message_id, self.status.get(message_id)
+
+    # -- the flow -----------------------------------------------------------------------------------
+
+    def _handle(self, body: Any, ctx: _Ctx) -> Outcome:
+        from shared.message import InvalidMessage, check_sender_allowed, decode_body, parse_message
+
+        # 1. Decode: anything that is not a JSON object (plain or base64) is poisoned with its raw text.
+        if isinstance(body, bytes | bytearray | str):
+            try:
+                decoded = decode_body(body)
+            except Exception as exc:  # InvalidMessage, or anything a hostile body provokes
+                return self._invalid(raw_text(body), exc, ctx.queue_message_id, ctx, mailbox=None,
+                                     unreadable=True)
+        else:
+            decoded = dict(body)
+
+        message_id = _usable_id(decoded.get("id")) or ctx.queue_message_id
+        mailbox = _sender_text(decoded.get("from"))
+
+        # 2. Validate: the whole message, the allow-list, the chosen transport's own rules.
+        try:
+            message = parse_message(decoded)
+            check_sender_allowed(message, self.settings.allowed_senders)
+            transport_name = message.transport or self.settings.transport
+            _validate_for(message, transport_name)
+        except InvalidMessage as exc:
+            return self._invalid(decoded, exc, message_id, ctx, mailbox=mailbox)
+        except Exception as exc:
+            log.exception("validation of message %s failed unexpectedly", message_id)
+            return self._invalid(decoded, exc, message_id, ctx, mailbox=mailbox)
+
+        mailbox = message.sender.address
+        imid = make_message_id(message_id, mailbox)
+        work = _Work(message=message, message_id=message_id, mailbox=mailbox, transport=transport_name,
+                     imid=imid)
+
+        # 3. Already sent? Claim the status row.
+        claim = self.status.claim(message_id, owner=ctx.queue_message_id, lease_s=self.settings.lease_s,
+                                  transport=transport_name, mailbox=mailbox, internet_message_id=imid)
+        work.claim = claim
+        if claim.kind in (ClaimKind.ALREADY_SENT, ClaimKind.POISONED):
+            return self._outcome("duplicate", work, ctx, state=claim.row.state, attempt=claim.row.attempts,
+                                 request_ids=claim.row.request_ids, sent_via=claim.row.sent_via)
+        if claim.kind is ClaimKind.IN_FLIGHT:
+            delay = claim.wait_s + _LEASE_GRACE_S
+            if ctx.now_mode:
+                return self._outcome("in_flight", work, ctx, state="sending", delay_s=delay,
+                                     attempt=claim.row.attempts)
+            self.queues.requeue(self._retry_body(work), delay_s=delay)
+            return self._outcome("deferred", work, ctx, state="sending", delay_s=delay,
+                                 attempt=claim.row.attempts, extra={"reason": "in_flight"})
+
+        work.attempt = claim.row.attempts
+        transport = self.senders.transport(transport_name)
+
+        # 4. The previous attempt may have delivered: decide per OUTBOX_ON_AMBIGUOUS before sending.
+        if claim.previous_unknown:
+            policy = self.settings.on_ambiguous
+            work.after_ambiguous = True
+            if policy == "poison":
+                err = _previous_unknown_error(transport_name)
+                return self._poison(work, ctx, err)
+            if policy == "lookup":
+                try:
+                    found = transport.find_sent(message, internet_message_id=imid)
+                except OutboxError as err:
+                    return self._failed(work, ctx, err)
+                except Exception as exc:
+                    log.exception("Sent Items lookup for %s failed unexpectedly", message_id)
+                    return self._failed(work, ctx, unexpected_error(exc, transport=transport_name)
+                                        .replace(maybe_delivered=False))
+                work.lookup = found
+                if found is True:
+                    self.status.mark_sent(message_id, transport=transport_name, sent_via="lookup",
+                                          previous=claim.row)
+                    return self._outcome("sent", work, ctx, state="sent", sent_via="lookup",
+                                         request_ids=claim.row.request_ids)
+                work.possibly_duplicated = found is None
+            else:  # resend
+                work.possibly_duplicated = True
+
+        # 5. Send.
+        try:
+            result = transport.send(message, internet_message_id=imid, blobs=self.blobs)
+        except OutboxError as err:
+            return self._failed(work, ctx, err)
+        except Exception as exc:
+            log.exception("transport %s raised an unclassified error for %s", transport_name, message_id)
+            return self._failed(work, ctx, unexpected_error(exc, transport=transport_name))
+
+        ids = _request_ids(result)
+        self.status.mark_sent(message_id, transport=getattr(result, "transport", transport_name),
+                              request_ids=ids, possibly_duplicated=work.possibly_duplicated or None,
+                              previous=claim.row)
+        return self._outcome("sent", work, ctx, state="sent", request_ids=ids, sent_via="send",
+                             extra={"path": getattr(result, "path", None)})
+
+    # -- failure handling ---------------------------------------------------------------------------
+
+    def _failed(self, work: _Work, ctx: _Ctx, err: OutboxError) -> Outcome:
+        if err.refresh_credentials:
+            refresh = getattr(self.senders, "refresh_credentials", None)
+            if callable(refresh):
+                try:
+                    refresh()
+                except Exception:
+                    log.exception("dropping cached credentials failed")
+
+        claim = work.claim
+        assert claim is not None
+        ids = _request_ids(err)
+
+        # A paused or saturated mailbox is not the message's fault: no attempt is counted.
+        if err.code in PAUSED_CODES:
+            delay = max(1.0, float(err.retry_after or 1.0))
+            state = "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
+            if state == "retrying" and claim.previous_state in (None, "queued"):
+                state = "queued"
+            self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=delay)
+            if ctx.now_mode:
+                return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay,
+                                     attempt=work.attempt - 1)
+            self.queues.requeue(self._retry_body(work), delay_s=delay)
+            return self._outcome("deferred", work, ctx, error=err, state=state, delay_s=delay,
+                                 attempt=work.attempt - 1, extra={"reason": err.code})
+
+        if err.maybe_delivered:
+            if self.settings.on_ambiguous == "poison" and not ctx.now_mode:
+                return self._poison(work, ctx, err)
+            if work.attempt >= self.settings.max_attempts:
+                return self._poison(work, ctx, err)
+            delay = self._delay(work.attempt, err)
+            self.status.mark_retrying(work.message_id, error=err, delay_s=delay, state="ambiguous",
+                                      request_ids=ids, previous=claim.row)
+            if ctx.now_mode:
+                return self._outcome("failed", work, ctx, error=err, state="ambiguous", delay_s=delay,
+                                     request_ids=ids, ambiguous=True)
+            self.queues.requeue(self._retry_body(work), delay_s=delay)
+            return self._outcome("retry", work, ctx, error=err, state="ambiguous", delay_s=delay,
+                                 request_ids=ids, ambiguous=True)
+
+        if not err.retryable or err.category == "invalid_message":
+            return self._poison(work, ctx, err)
+
+        limit = self.settings.max_attempts
+        if err.max_retries is not None:
+            limit = min(limit, 1 + err.max_retries)
+        if work.attempt >= limit:
+            return self._poison(work, ctx, err, extra={"exhausted": True})
+
+        delay = self._delay(work.attempt, err)
+        # A lookup that found nothing settled the doubt; an unanswered one keeps the row ambiguous.
+        state = "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
+        self.status.mark_retrying(work.message_id, error=err, delay_s=delay, state=state, request_ids=ids,
+                                  previous=claim.row)
+        if ctx.now_mode:
+            return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay, request_ids=ids)
+        self.queues.requeue(self._retry_body(work), delay_s=delay)
+        return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay, request_ids=ids)
+
+    def _poison(self, work: _Work, ctx: _Ctx, err: OutboxError, *, extra: dict[str, Any] | None = None) -> Outcome:
+        claim = work.claim
+        assert claim is not None
+        ids = _request_ids(err)
+        if ctx.now_mode:
+            # The caller gets the error in the answer; nothing goes to the poison queue.
+            self.status.mark_poisoned(work.message_id, error=err, request_ids=ids, previous=claim.row,
+                                      state="failed")
+            return self._outcome("failed", work, ctx, error=err, state="failed", request_ids=ids,
+                                 extra=extra)
+        from shared.message import message_to_json
+
+        envelope = poison_envelope(
+            message_to_json(work.message, id=work.message_id),
+            err,
+            attempts=work.attempt,
+            first_seen=claim.row.first_seen,
+            failed_at=self.clock(),
+            message_id=work.message_id,
+        )
+        # Envelope first: if the row said poisoned and the envelope write then failed, a redelivery
+        # would see "poisoned" and drop the message.
+        self.queues.poison(envelope)
+        self.status.mark_poisoned(work.message_id, error=err, attempts=work.attempt, request_ids=ids,
+                                  previous=claim.row)
+        return self._outcome("poisoned", work, ctx, error=err, state="poisoned", request_ids=ids, extra=extra)
+
+    def _invalid(self, original: Any, exc: Exception, message_id: str, ctx: _Ctx, *, mailbox: str | None,
+                 unreadable: bool = False) -> Outcome:
+        err = invalid_error(exc, unreadable=unreadable)
+        errors = exc.to_list() if hasattr(exc, "to_list") else [{"field": "$", "message": err.detail}]
+        if unreadable:
+            errors = [{"field": "$", "message": err.detail}]
+        work = _Work(message=None, message_id=message_id, mailbox=mailbox, transport=None, imid=None)
+        work.attempt = 1
+        if ctx.now_mode:
+            return self._outcome("failed", work, ctx, error=err, invalid=errors)
+        envelope = poison_envelope(original, err, attempts=1, first_seen=self.clock(), failed_at=self.clock(),
+                                   message_id=message_id)
+        self.queues.poison(envelope)
+        try:
+            self.status.record_invalid(message_id, error=err, mailbox=mailbox)
+        except Exception:
+            # The envelope is safe; a missing status row for a message that never had a chance is not
+            # worth a redelivery (which would poison it a second time).
+            log.exception("could not record the status row of invalid message %s", message_id)
+        return self._outcome("poisoned", work, ctx, error=err, state="poisoned", invalid=errors)
+
+    # -- helpers ------------------------------------------------------------------------------------
+
+    def _delay(self, attempt: int, err: OutboxError) -> float:
+        s = self.settings
+        return retry_delay_s(attempt, retry_after=err.retry_after, base_s=s.backoff_base_s,
+                             max_s=s.backoff_max_s, retry_after_max_s=s.retry_after_max_s, rng=self.rng)
+
+    def _retry_body(self, work: _Work) -> dict[str, Any]:
+        from shared.message import message_to_json
+
+        return message_to_json(work.message, id=work.message_id)
+
+    def _outcome(self, kind: str, work: _Work, ctx: _Ctx, *, error: OutboxError | None = None,
+                 invalid: list[dict[str, str]] | None = None, state: str | None = None,
+                 delay_s: float | None = None, request_ids: tuple[str, ...] = (), attempt: int | None = None,
+                 sent_via: str | None = None, ambiguous: bool = False,
+                 extra: dict[str, Any] | None = None) -> Outcome:
+        return Outcome(
+            kind=kind,
+            message_id=work.message_id,
+            attempt=work.attempt if attempt is None else attempt,
+            mailbox=work.mailbox,
+            transport=work.transport,
+            error=error,
+            invalid=invalid,
+            delay_s=delay_s,
+            request_ids=tuple(request_ids),
+            duration_ms=(time.perf_counter() - ctx.started) * 1000.0,
+            possibly_duplicated=work.possibly_duplicated,
+            sent_via=sent_via,
+            internet_message_id=work.imid,
+            state=state,
+            ambiguous=ambiguous,
+            extra={k: v for k, v in (extra or {}).items() if v is not None},
+        )
+
+    def _emit(self, outcome: Outcome, ctx: _Ctx) -> None:
+        err = outcome.error
+        extra = dict(outcome.extra)
+        if ctx.now_mode:
+            extra["mode"] = "now"
+        if outcome.ambiguous:
+            extra["ambiguous"] = True
+        if outcome.possibly_duplicated:
+            extra["possiblyDuplicated"] = True
+        if outcome.sent_via == "lookup":
+            extra["sentVia"] = "lookup"
+        if outcome.state:
+            extra["state"] = outcome.state
+        if err is not None and err.transport and err.transport != outcome.transport:
+            extra["errorSource"] = err.transport
+        dims = outcome_event(
+            outcome.kind,
+            message_id=outcome.message_id,
+            mailbox=outcome.mailbox,
+            transport=outcome.transport,
+            attempt=outcome.attempt,
+            category=err.category if err else None,
+            code=err.code if err else None,
+            status=err.status if err else None,
+            request_ids=outcome.request_ids,
+            duration_ms=outcome.duration_ms,
+            queue_message_id=None if ctx.now_mode else ctx.queue_message_id,
+            dequeue_count=None if ctx.now_mode else ctx.dequeue_count,
+            delay_s=outcome.delay_s,
+            detail=err.detail if err else None,
+            hint=err.hint if err else None,
+            extra=extra,
+        )
+        log_outcome(dims, log=self.logger)
+
+
+@dataclass
+class _Ctx:
+    queue_message_id: str
+    dequeue_count: int
+    started: float
+    now_mode: bool = False
+
+
+@dataclass
+class _Work:
+    message: Any
+    message_id: str
+    mailbox: str | None
+    transport: str | None
+    imid: str | None
+    claim: Claim | None = None
+    attempt: int = 0
+    after_ambiguous: bool = False
+    lookup: bool | None = None
+    possibly_duplicated: bool = False
+
+
+def _validate_for(message: Any, transport: str) -> None:
+    from shared.message import validate_for_transport
+
+    validate_for_transport(message, transport)
+
+
+def _previous_unknown_error(transport: str | None) -> OutboxError:
+    return OutboxError(
+        "unknown",
+        "outbox.previous_attempt_unknown",
+        transport=transport if transport in ("graph", "smtp") else None,
+        retryable=False,
+        maybe_delivered=True,
+        detail="an earlier attempt of this message stopped without recording its outcome; it may have been sent",
+        hint="OUTBOX_ON_AMBIGUOUS=poison: check the recipient or Sent Items, then requeue (outbox requeue) "
+        "or discard the message",
+    )
+
+
+_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")  # design.md, message v1 "id"
+
+
+def _usable_id(value: Any) -> str | None:
+    if isinstance(value, str) and _ID.match(value):
+        return value
+    return None
+
+
+def _sender_text(value: Any) -> str | None:
+    """The ``from`` address of an unvalidated body, for the log event only (never trusted)."""
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, Mapping) and isinstance(value.get("address"), str):
+        text = value["address"]
+    else:
+        return None
+    text = text.strip()
+    if "@" not in text or len(text) > 254 or any(c in text for c in "\r\n\x00"):
+        return None
+    return text
