@@ -1,0 +1,427 @@
+"""Microsoft Graph ``sendMail`` over one keep-alive ``httpx.Client`` per process.
+
+Small messages: ``POST {graph}/v1.0/users/{from}/sendMail`` with the rendered JSON, 202 = accepted.
+Large messages (an attachment of ``OUTBOX_LARGE_ATTACHMENT_BYTES`` or more, or a request that would
+pass Graph's 4 MB limit): a draft (``POST /users/{from}/messages``), one upload session per large
+attachment (byte ranges of ``OUTBOX_UPLOAD_CHUNK_BYTES`` streamed from the blob, never the whole
+file in memory; no Authorization header on the pre-authorised upload URL), then
+``POST /users/{from}/messages/{id}/send``.
+
+Never retried here: 429, 5xx, timeouts. The pipeline re-queues with Retry-After or backoff, and a
+429 pauses the mailbox in :mod:`shared.pacing` so the next messages for it wait instead of adding
+to the throttling. The one retry inside an invocation is a 401 for an expired or rejected token:
+the cached token is dropped and a fresh one is used, once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import httpx
+
+from shared import classify
+from shared.errors import OutboxError
+from shared.transports.base import BlobSource, SendResult
+
+if TYPE_CHECKING:
+    from shared.message import Attachment, Message
+    from shared.pacing import Pacing
+    from shared.settings import Settings
+    from shared.tokens import TokenProvider
+
+log = logging.getLogger(__name__)
+
+# Graph refuses sendMail requests over 4 MB (413). The margin covers JSON punctuation we do not
+# count exactly and headers.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+REQUEST_MARGIN_BYTES = 64 * 1024
+
+LARGE_PATH_REFUSED = "outbox.large_message_saves_copy"
+
+
+def _b64_len(n: int) -> int:
+    return 4 * math.ceil(n / 3)
+
+
+class GraphTransport:
+    name = "graph"
+
+    def __init__(
+        self,
+        settings: Settings,
+        tokens: TokenProvider,
+        pacing: Pacing,
+        client: httpx.Client,
+    ) -> None:
+        self._settings = settings
+        self._tokens = tokens
+        self._pacing = pacing
+        self._client = client
+        self._base = f"{settings.graph_url.rstrip('/')}/v1.0/users"
+        self._scope = settings.graph_scope
+
+    # -- Transport API --------------------------------------------------------------------------
+
+    def send(self, message: Message, *, internet_message_id: str, blobs: BlobSource | None) -> SendResult:
+        started = time.perf_counter()
+        mailbox = message.sender.address
+        sizes = self._attachment_sizes(message, blobs)
+        large = self._split_large(message, sizes)
+        if not large:
+            message = self._load_blobs(message, blobs)
+            return self._send_small(message, mailbox, internet_message_id, started)
+        if message.save_to_sent_items is False:
+            names = ", ".join(message.attachments[i].name for i in large)
+            raise OutboxError(
+                "invalid_message",
+                LARGE_PATH_REFUSED,
+                transport="graph",
+                detail=(
+                    f"saveToSentItems is false, but the message is over Graph's 4 MB sendMail limit "
+                    f"(large attachments: {names}); the upload-session path always saves a copy in Sent Items"
+                ),
+                hint=(
+                    "drop saveToSentItems:false for large messages, send them with \"transport\": \"smtp\", "
+                    "or keep attachments under OUTBOX_LARGE_ATTACHMENT_BYTES"
+                ),
+            )
+        return self._send_large(message, mailbox, internet_message_id, large, sizes, blobs, started)
+
+    def find_sent(self, message: Message, *, internet_message_id: str) -> bool | None:
+        if message.save_to_sent_items is False:
+            return None
+        mailbox = message.sender.address
+        quoted = internet_message_id.replace("'", "''")
+        params = {"$filter": f"internetMessageId eq '{quoted}'", "$select": "id", "$top": "1"}
+        url = f"{self._user_url(mailbox)}/mailFolders/sentitems/messages"
+        with self._pacing.graph.slot(mailbox):
+            try:
+                response, _ = self._request("GET", url, mailbox=mailbox, operation="findSent", params=params)
+            except OutboxError as exc:
+                if exc.status in (403, 404):
+                    # No Mail.ReadBasic, or a policy that hides the folder: the caller cannot know.
+                    log.info("Sent Items lookup not possible for %s: %s", mailbox, exc.code)
+                    return None
+                raise
+        try:
+            found = response.json().get("value") or []
+        except ValueError:
+            return None
+        return bool(found)
+
+    def close(self) -> None:
+        """The HTTP client belongs to ``Senders``."""
+
+    # -- small path ----------------------------------------------------------------------------
+
+    def _send_small(self, message: Message, mailbox: str, imid: str, started: float) -> SendResult:
+        from shared import render_graph
+
+        body = render_graph.render_send_mail(message, internet_message_id=imid)
+        content = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
+        if len(content) > MAX_REQUEST_BYTES:
+            raise OutboxError(
+                "size",
+                "outbox.request_too_large",
+                transport="graph",
+                detail=f"the sendMail request is {len(content)} bytes (Graph accepts 4 MB)",
+                hint="send large content as attachments (they go through an upload session), or shrink the body",
+            )
+        with self._pacing.graph.slot(mailbox):
+            response, client_request_id = self._request(
+                "POST", f"{self._user_url(mailbox)}/sendMail", mailbox=mailbox, operation="sendMail",
+                content=content, delivers=True,
+            )
+        return SendResult(
+            transport="graph",
+            mailbox=mailbox,
+            internet_message_id=imid,
+            request_id=response.headers.get("request-id"),
+            client_request_id=client_request_id,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            path="sendMail",
+        )
+
+    # -- large path ----------------------------------------------------------------------------
+
+    def _attachment_sizes(self, message: Message, blobs: BlobSource | None) -> list[int]:
+        sizes = []
+        for att in message.attachments:
+            if att.content is not None:
+                sizes.append(len(att.content))
+            elif att.size is not None:
+                sizes.append(att.size)
+            elif att.blob:
+                sizes.append(self._require_blobs(blobs, att).size(att.blob))
+            else:
+                sizes.append(0)
+        return sizes
+
+    def _split_large(self, message: Message, sizes: list[int]) -> list[int]:
+        """Indexes of attachments that go through upload sessions (empty: plain sendMail)."""
+        threshold = self._settings.large_attachment_bytes
+        large = [i for i, size in enumerate(sizes) if size >= threshold]
+        body = len((message.text or "").encode()) + len((message.html or "").encode())
+        budget = MAX_REQUEST_BYTES - REQUEST_MARGIN_BYTES - 2 * body
+        inline = [i for i in range(len(sizes)) if i not in large]
+        total = sum(_b64_len(sizes[i]) for i in inline)
+        # Move the biggest of the rest to upload sessions until the JSON request fits.
+        for i in sorted(inline, key=lambda j: sizes[j], reverse=True):
+            if total <= budget:
+                break
+            large.append(i)
+            total -= _b64_len(sizes[i])
+        return sorted(large)
+
+    def _send_large(
+        self,
+        message: Message,
+        mailbox: str,
+        imid: str,
+        large: list[int],
+        sizes: list[int],
+        blobs: BlobSource | None,
+        started: float,
+    ) -> SendResult:
+        from shared import render_graph
+
+        small_only = replace(
+            message, attachments=tuple(a for i, a in enumerate(message.attachments) if i not in large)
+        )
+        small_only = self._load_blobs(small_only, blobs)
+        draft = render_graph.render_draft_message(small_only, internet_message_id=imid)
+        content = draft if isinstance(draft, bytes) else json.dumps(draft, separators=(",", ":")).encode()
+        user = self._user_url(mailbox)
+        # draft + one session per large attachment + send: one slot (they run one after another),
+        # every request paid from the budget up front so the sequence is never cut off halfway.
+        with self._pacing.graph.slot(mailbox, cost=2 + len(large)):
+            response, _ = self._request(
+                "POST", f"{user}/messages", mailbox=mailbox, operation="createDraft", content=content
+            )
+            draft_id = _json(response).get("id")
+            if not draft_id:
+                raise OutboxError(
+                    "transient", "outbox.draft_without_id", transport="graph", status=response.status_code,
+                    retryable=True, request_sent=True, detail="Graph created a draft but returned no id",
+                )
+            message_url = f"{user}/messages/{quote(draft_id, safe='')}"
+            try:
+                for i in large:
+                    self._upload(message_url, mailbox, message.attachments[i], sizes[i], blobs)
+            except BaseException:
+                self._discard_draft(message_url, mailbox)
+                raise
+            try:
+                response, client_request_id = self._request(
+                    "POST", f"{message_url}/send", mailbox=mailbox, operation="sendDraft", delivers=True,
+                    content=b"",
+                )
+            except OutboxError as exc:
+                if not exc.maybe_delivered:
+                    self._discard_draft(message_url, mailbox)
+                raise
+        return SendResult(
+            transport="graph",
+            mailbox=mailbox,
+            internet_message_id=imid,
+            request_id=response.headers.get("request-id"),
+            client_request_id=client_request_id,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            path="uploadSession",
+        )
+
+    def _upload(
+        self, message_url: str, mailbox: str, att: Attachment, size: int, blobs: BlobSource | None
+    ) -> None:
+        item: dict[str, Any] = {
+            "attachmentType": "file",
+            "name": att.name,
+            "size": size,
+            "contentType": att.content_type,
+        }
+        if att.inline:
+            item["isInline"] = True
+        if att.content_id:
+            item["contentId"] = att.content_id
+        response, _ = self._request(
+            "POST",
+            f"{message_url}/attachments/createUploadSession",
+            mailbox=mailbox,
+            operation="createUploadSession",
+            content=json.dumps({"AttachmentItem": item}).encode(),
+        )
+        upload_url = _json(response).get("uploadUrl")
+        if not upload_url:
+            raise OutboxError(
+                "transient", "outbox.upload_session_without_url", transport="graph", retryable=True,
+                request_sent=True, status=response.status_code, detail="createUploadSession returned no uploadUrl",
+            )
+        chunk = self._settings.upload_chunk_bytes
+        if att.content is not None:
+            pieces: Iterable[bytes] = _slices(att.content, chunk)
+        else:
+            pieces = _rechunk(self._require_blobs(blobs, att).read_chunks(att.blob or "", chunk), chunk)
+        offset = 0
+        for piece in pieces:
+            end = offset + len(piece)
+            if end > size:
+                raise _size_changed(att, size)
+            headers = {
+                "Content-Range": f"bytes {offset}-{end - 1}/{size}",
+                "Content-Type": "application/octet-stream",
+            }
+            # The upload URL carries its own authorisation: a bearer token there is refused.
+            self._request(
+                "PUT", upload_url, mailbox=mailbox, operation="uploadChunk", content=piece,
+                headers=headers, authorize=False,
+            )
+            offset = end
+        if offset != size:
+            raise _size_changed(att, size)
+
+    def _discard_draft(self, message_url: str, mailbox: str) -> None:
+        """Best effort: a failed large send should not leave a draft behind in the mailbox."""
+        try:
+            self._request("DELETE", message_url, mailbox=mailbox, operation="deleteDraft")
+        except OutboxError as exc:
+            log.warning("could not delete the draft of a failed send (%s): %s", mailbox, exc)
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _user_url(self, mailbox: str) -> str:
+        return f"{self._base}/{quote(mailbox, safe='@')}"
+
+    def _load_blobs(self, message: Message, blobs: BlobSource | None) -> Message:
+        if not any(a.content is None and a.blob for a in message.attachments):
+            return message
+        loaded = tuple(
+            a.with_content(self._require_blobs(blobs, a).read_all(a.blob)) if a.content is None and a.blob else a
+            for a in message.attachments
+        )
+        return replace(message, attachments=loaded)
+
+    @staticmethod
+    def _require_blobs(blobs: BlobSource | None, att: Attachment) -> BlobSource:
+        if blobs is None:
+            raise OutboxError(
+                "config", "outbox.no_blob_source", detail=f"attachment {att.name!r} is a blob reference "
+                f"({att.blob}) but no blob source was given", hint="the pipeline must pass a BlobSource",
+            )
+        return blobs
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        mailbox: str,
+        operation: str,
+        content: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authorize: bool = True,
+        delivers: bool = False,
+    ) -> tuple[httpx.Response, str]:
+        """One Graph request; 2xx returns, anything else raises classified.
+
+        ``delivers`` marks the request that sends mail: only its ambiguous failures may have
+        delivered anything (a lost draft or upload request cannot send a message).
+        """
+        for attempt in (1, 2):
+            client_request_id = str(uuid.uuid4())
+            request_headers = {"client-request-id": client_request_id, "return-client-request-id": "true"}
+            token = None
+            if authorize:
+                token = self._tokens.token(self._scope).token
+                request_headers["Authorization"] = f"Bearer {token}"
+            if content is not None and "Content-Type" not in (headers or {}):
+                request_headers["Content-Type"] = "application/json"
+            if headers:
+                request_headers.update(headers)
+            try:
+                response = self._client.request(method, url, content=content, params=params, headers=request_headers)
+            except httpx.HTTPError as exc:
+                raise self._transport_error(exc, client_request_id, delivers) from exc
+            if response.status_code < 300:
+                return response, client_request_id
+            err = classify.classify_graph_response(
+                response.status_code, response.content, response.headers, operation=operation
+            )
+            err = err.replace(
+                client_request_id=err.client_request_id or client_request_id,
+                request_id=err.request_id or response.headers.get("request-id"),
+                request_sent=True,
+            )
+            if not delivers and err.maybe_delivered:
+                err = err.replace(maybe_delivered=False)
+            if attempt == 1 and token is not None and response.status_code == 401 and err.refresh_credentials:
+                log.info("Graph refused the token (%s); retrying once with a fresh one", err.code)
+                self._tokens.invalidate(self._scope, token)
+                continue
+            if response.status_code == 429 or err.category == "throttled":
+                self._pause(mailbox, err)
+            raise err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _pause(self, mailbox: str, err: OutboxError) -> None:
+        seconds = err.retry_after if err.retry_after is not None else self._settings.backoff_base_s
+        seconds = min(seconds, self._settings.retry_after_max_s)
+        log.warning("Graph throttled %s (%s): pausing it for %.0f s", mailbox, err.code, seconds)
+        self._pacing.graph.pause(mailbox, seconds)
+
+    @staticmethod
+    def _transport_error(exc: httpx.HTTPError, client_request_id: str, delivers: bool) -> OutboxError:
+        not_sent = isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        err = classify.classify_transport_exception(exc, transport="graph", request_sent=not not_sent)
+        # A request whose body did not finish going out cannot have been acted on.
+        incomplete = isinstance(exc, httpx.WriteError | httpx.WriteTimeout)
+        return err.replace(
+            client_request_id=client_request_id,
+            maybe_delivered=bool(err.maybe_delivered and delivers and not incomplete),
+        )
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _slices(data: bytes, size: int) -> Iterator[bytes]:
+    view = memoryview(data)
+    for start in range(0, len(data), size):
+        yield bytes(view[start : start + size])
+
+
+def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
+    """Ranges of exactly ``size`` bytes (the last one shorter) from chunks of any size."""
+    buffer = bytearray()
+    for chunk in chunks:
+        buffer += chunk
+        while len(buffer) >= size:
+            yield bytes(buffer[:size])
+            del buffer[:size]
+    if buffer:
+        yield bytes(buffer)
+
+
+def _size_changed(att: Attachment, size: int) -> OutboxError:
+    return OutboxError(
+        "transient",
+        "outbox.attachment_size_changed",
+        transport="graph",
+        retryable=True,
+        request_sent=True,
+        detail=f"attachment {att.name!r} ({att.blob}) is no longer the {size} bytes announced to the upload session",
+        hint="a blob was overwritten while it was being sent; the message is retried",
+    )
