@@ -10,6 +10,7 @@ import pytest
 
 from shared.message import (
     InvalidMessage,
+    Message,
     check_sender_allowed,
     decode_body,
     message_to_json,
@@ -93,7 +94,7 @@ def test_non_text_input_is_an_invalid_message() -> None:
 # ----------------------------------------------------------------------------- sender allow-list
 
 
-def message_from(sender: str):  # noqa: ANN201 - test helper
+def message_from(sender: str) -> Message:
     return parse_message({**BODY, "from": sender})
 
 
