@@ -1,0 +1,43 @@
+"""The Azure Functions entry (Python v2 programming model): triggers only, thin.
+
+The worker finds this app through the root file ``main.py`` (app setting ``PYTHON_SCRIPT_FILE_NAME=main.py``,
+set in local.settings.example.json and in the Bicep app settings): a package folder alone is never
+indexed. Everything heavy (settings, storage clients, MSAL, transports) is imported on the first
+invocation, not at import, so indexing and cold start stay cheap (``import function_app`` <= 250 ms).
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+@app.function_name(name="outbox_queue")
+@app.queue_trigger(arg_name="msg", queue_name="%OUTBOX_QUEUE%", connection="AzureWebJobsStorage")
+def outbox_queue(msg: func.QueueMessage) -> None:
+    """One queue message -> sent, retried later, or poisoned. Raises only when storage writes fail,
+    so that the host redelivers the message instead of losing it."""
+    from function_app.runtime import pipeline
+
+    pipeline().handle_queue_message(
+        msg.get_body(), queue_message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1
+    )
+
+
+@app.function_name(name="send")
+@app.route(route="send", methods=["POST"])
+def send(req: func.HttpRequest) -> func.HttpResponse:
+    """``POST /api/send?mode=queue|now``: enqueue (202) or send at once (the result or the error)."""
+    from function_app.http_api import handle_send
+
+    return handle_send(req)
+
+
+@app.function_name(name="message_status")
+@app.route(route="messages/{id}", methods=["GET"])
+def message_status(req: func.HttpRequest) -> func.HttpResponse:
+    """``GET /api/messages/{id}``: the status row of one message."""
+    from function_app.http_api import handle_status
+
+    return handle_status(req)
