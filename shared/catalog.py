@@ -18,6 +18,7 @@ classifier answers when nothing more specific matches, and their ``text`` is onl
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from string import Formatter
@@ -79,6 +80,28 @@ class CatalogEntry:
         if missing:
             raise KeyError(f"{self.name}: missing placeholder values {sorted(missing)}")
         return self.text.format_map(values)
+
+    def parse(self, text: str) -> dict[str, str]:
+        """The placeholder values found in ``text`` when it has this row's shape, else ``{}``."""
+        if not self.placeholders():
+            return {}
+        pattern = "".join(
+            re.escape(literal) + (f"(?P<{name}>.+?)" if name else "")
+            for literal, name, _, _ in Formatter().parse(self.text)
+        )
+        found = re.search(pattern + "$", text.strip(), re.DOTALL) or re.search(pattern, text, re.DOTALL)
+        return {k: v for k, v in found.groupdict().items() if v is not None} if found else {}
+
+    def hint_for(self, values: Mapping[str, str]) -> str:
+        """``hint`` with ``{placeholders}`` filled from ``values`` (``<name>`` where unknown)."""
+        if "{" not in self.hint:
+            return self.hint
+        return self.hint.format_map(_Blank(values))
+
+
+class _Blank(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return f"<{key}>"
 
 
 # --- Hints used by several rows -------------------------------------------------------------------
@@ -425,7 +448,7 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "smtp.tls_legacy", 421, "4.7.66",
         "TLS 1.0 and 1.1 are not supported. Please upgrade/update your client to support TLS 1.2. "
         "Visit https://aka.ms/smtp_auth_tls. [{host}]",
-        "config", retryable=False, stage="starttls", match=("TLS 1.0",),
+        "config", retryable=False, stage="starttls",
         hint="the TLS connection used TLS 1.0/1.1: outbox requires TLS 1.2+; check OUTBOX_CA_BUNDLE / the "
         "Python OpenSSL build and any TLS-intercepting proxy",
         source=f"{_REF} §1 (text after 'not supported.': [obs])", meaning="legacy TLS refused",
@@ -632,7 +655,7 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "behalf of the specified sending account., Cannot submit message.",
         "permission", retryable=False,
         hint="the message's from differs from the mailbox in the URL and Send As is missing: outbox posts to "
-        "/users/{from}/sendMail; otherwise grant Send As (Add-RecipientPermission -Identity <from> -Trustee "
+        "/users/<from>/sendMail; otherwise grant Send As (Add-RecipientPermission -Identity <from> -Trustee "
         "<mailbox> -AccessRights SendAs)",
         source=f"{_REF} §2 (code); message text: [obs]",
     ),
@@ -780,7 +803,7 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         source="outbox fallback: any other 5xx (ambiguous on a send: outbox's choice)",
     ),
     _graph(
-        "graph.unreadable_response", 500, "", "<html><body>Internal Server Error</body></html>",
+        "graph.unreadable_response", 502, "", "<html><body>Internal Server Error</body></html>",
         "transient", retryable=True, maybe_delivered=True, fallback=True,
         hint=_HINT_TRANSIENT + "; " + _HINT_AMBIGUOUS,
         source="outbox fallback: an error status whose body is not Graph JSON (HTML from a proxy, empty)",
@@ -982,6 +1005,7 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "Action: 'Microsoft.KeyVault/vaults/secrets/getSecret/action'\r\nResource: '{resource}'\r\n"
         "Assignment: (not found)\r\nDecisionReason: 'DeniedWithNoValidRBAC'\r\nVault: {vault};location={location}\r\n",
         "permission", retryable=False, inner_code="ForbiddenByRbac", status_default=True,
+        match=("ForbiddenByRbac", "not authorized to perform action"),
         hint="grant Key Vault Certificate User (db79e9a7-68ee-4b58-9aeb-b90e7c24fcba) on the vault to the function "
         "identity (AZURE_CLIENT_ID's managed identity); role assignments take a few minutes to apply",
         source="Key Vault REST API error codes (learn.microsoft.com azure/key-vault/general/rest-error-codes: 403); "
@@ -995,7 +1019,7 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "The user, group or application '{caller}' does not have secrets get permission on key vault "
         "'{vault};location={location}'. For help resolving this issue, please see "
         "https://go.microsoft.com/fwlink/?linkid=2125287",
-        "permission", retryable=False, inner_code="AccessDenied",
+        "permission", retryable=False, inner_code="AccessDenied", match=("AccessDenied", "does not have secrets"),
         hint="the vault uses access policies: give the function identity 'Get' on secrets (and certificates), or "
         "switch the vault to RBAC (enableRbacAuthorization) and grant Key Vault Certificate User",
         source="Key Vault REST API error codes (403); wording and innererror AccessDenied: [obs] "
@@ -1009,8 +1033,8 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "may be able to recover it using the correct recovery command. For help resolving this issue, please see "
         "https://go.microsoft.com/fwlink/?linkid=2125182",
         "config", retryable=False, status_default=True,
-        hint="no certificate named OUTBOX_CERT_NAME in OUTBOX_KEYVAULT_URL: check both (the secret name equals "
-        "the certificate name); a soft-deleted one can be recovered",
+        hint="Key Vault has no certificate (secret) named '{name}': check OUTBOX_CERT_NAME and OUTBOX_KEYVAULT_URL "
+        "(the secret name equals the certificate name); a soft-deleted one can be recovered",
         source="Key Vault REST API error codes (404); body and wording: azure-sdk recordings and SDK samples",
         defaults=(("name", "outbox-cert"),),
     ),
@@ -1093,6 +1117,26 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "AZURE_CLIENT_ID for a user-assigned one; locally sign in (az login) or let the harness set "
         "IDENTITY_ENDPOINT",
         source="outbox (azure.identity CredentialUnavailableError)", meaning="no credential for Key Vault",
+    ),
+    _net(
+        "net.server_error", "server_error", "the service answered with a server error", "transient",
+        retryable=True, maybe_delivered=False, hint=_HINT_TRANSIENT,
+        source="outbox fallback: an HTTP 5xx/429 from a service without its own rows (storage)",
+        meaning="server error from a service without catalog rows",
+    ),
+    _net(
+        "net.client_error", "client_error", "the service refused the request", "unknown",
+        retryable=False, maybe_delivered=False,
+        hint="the service refused the request with an error outbox does not recognise: read detail",
+        source="outbox fallback: an HTTP 4xx from a service without its own rows (storage)",
+        meaning="client error from a service without catalog rows",
+    ),
+    _net(
+        "net.unexpected_after_send", "unexpected_error", "unexpected error after the request was sent", "unknown",
+        retryable=False, maybe_delivered=True,
+        hint="an unexpected error after the request left (probably a bug in outbox), so the message MAY have "
+        "been sent: check Sent Items before resending; the exception is in detail; report it",
+        source="outbox fallback for exceptions it does not recognise", meaning="unrecognised exception after sending",
     ),
     _net(
         "net.unexpected", "unexpected_error", "unexpected error", "unknown",
