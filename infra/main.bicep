@@ -1,0 +1,415 @@
+// outbox: queue-triggered mail sender on Azure Functions Flex Consumption.
+// `azd up` deploys this at subscription scope: one resource group holding storage (queues, status table,
+// attachment and deployment containers), Key Vault, monitoring, the function app and its least-privilege roles.
+// Modules are plain `resource` declarations (no registry modules) so the templates can be parsed and scanned offline.
+targetScope = 'subscription'
+
+// ----------------------------------------------------------------------------------------------------------------
+// azd
+// ----------------------------------------------------------------------------------------------------------------
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds the resource token and names the resource group.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource; it must offer the Flex Consumption plan.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Object id of whoever runs azd (AZURE_PRINCIPAL_ID). It may create and rotate the sender certificate, read and requeue poison, read status rows and enqueue test messages. Empty grants nothing.')
+param principalId string = ''
+
+@description('Kind of principal behind principalId: a person, or a pipeline service principal.')
+@allowed([
+  'User'
+  'ServicePrincipal'
+])
+param principalType string = 'User'
+
+// ----------------------------------------------------------------------------------------------------------------
+// Who may use the queue (least privilege: each gets one role on one resource)
+// ----------------------------------------------------------------------------------------------------------------
+
+@description('Comma-separated object ids of producer identities (managed identities or service principals). Each gets Storage Queue Data Message Sender on the outbox queue and nothing else.')
+param producerPrincipalIds string = ''
+
+@description('Comma-separated object ids of producers that upload large attachments as blob references. Each gets Storage Blob Data Contributor on the attachment container only.')
+param attachmentWriterPrincipalIds string = ''
+
+// ----------------------------------------------------------------------------------------------------------------
+// Sizing and operations
+// ----------------------------------------------------------------------------------------------------------------
+
+@description('Upper bound of Flex Consumption instances. Microsoft limits each mailbox per app across all instances (4 concurrent Graph requests, 3 SMTP connections), so more instances only help when many mailboxes send at once.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 4
+
+@description('Memory of each instance, in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Python version of the function app.')
+@allowed([
+  '3.11'
+  '3.12'
+])
+param pythonVersion string = '3.11'
+
+@description('Replication of the storage account.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+  'Standard_RAGRS'
+  'Standard_RAGZRS'
+])
+param storageSkuName string = 'Standard_ZRS'
+
+@description('Days after which blobs in the attachment container (claim checks and oversized poison originals) are deleted; 0 keeps them.')
+@minValue(0)
+param attachmentRetentionDays int = 30
+
+@description('Days Log Analytics keeps logs.')
+@minValue(30)
+@maxValue(730)
+param logRetentionDays int = 30
+
+@description('Email address told when poison messages appear. Empty: the alert fires in Azure Monitor without notifying anyone.')
+param alertEmailAddress string = ''
+
+// ----------------------------------------------------------------------------------------------------------------
+// outbox settings: one parameter per setting the function reads (shared/settings.py SETTINGS, scope "function").
+// Defaults equal the code's defaults; tests/infra check both the names and the defaults so they cannot drift.
+// ----------------------------------------------------------------------------------------------------------------
+
+@description('OUTBOX_QUEUE: queue the trigger reads; poison goes to <queue>-poison.')
+@minLength(3)
+@maxLength(56)
+param outboxQueue string = 'outbox'
+
+@description('OUTBOX_STATUS_TABLE: table holding one status row per message id.')
+@minLength(3)
+@maxLength(63)
+param outboxStatusTable string = 'outboxstatus'
+
+@description('OUTBOX_ATTACHMENTS_CONTAINER: blob container for attachment claim checks and oversized poison originals.')
+@minLength(3)
+@maxLength(63)
+param outboxAttachmentsContainer string = 'outbox-attachments'
+
+@description('OUTBOX_TENANT_ID: Entra tenant of the sending app registration. Empty: the tenant of this subscription.')
+param outboxTenantId string = ''
+
+@description('OUTBOX_CLIENT_ID: client id of the app registration that sends mail (infra/scripts/new-sender-app.sh prints it). Empty until the app exists: the function then reports it as missing.')
+param outboxClientId string = ''
+
+@description('OUTBOX_CERT_NAME: name of the Key Vault certificate of the sending app.')
+param outboxCertName string = 'outbox-sender'
+
+@description('OUTBOX_TRANSPORT: default transport when a message names none.')
+@allowed([
+  'graph'
+  'smtp'
+])
+param outboxTransport string = 'graph'
+
+@description('OUTBOX_ALLOWED_SENDERS: comma list of sender addresses or *@domain; empty allows nobody.')
+param outboxAllowedSenders string = ''
+
+@description('OUTBOX_ON_AMBIGUOUS: what to do when a send may have happened.')
+@allowed([
+  'lookup'
+  'resend'
+  'poison'
+])
+param outboxOnAmbiguous string = 'lookup'
+
+@description('OUTBOX_MAX_ATTEMPTS: attempts before a retryable failure is poisoned.')
+param outboxMaxAttempts string = '8'
+
+@description('OUTBOX_BACKOFF_BASE_S: first retry delay in seconds.')
+param outboxBackoffBaseS string = '5'
+
+@description('OUTBOX_BACKOFF_MAX_S: longest retry delay in seconds.')
+param outboxBackoffMaxS string = '900'
+
+@description('OUTBOX_RETRY_AFTER_MAX_S: cap on a server Retry-After, in seconds.')
+param outboxRetryAfterMaxS string = '900'
+
+@description('OUTBOX_CLOUD: Microsoft 365 cloud, which picks hosts and token scopes.')
+@allowed([
+  'public'
+  'usgov'
+  'usgovdod'
+  'china'
+])
+param outboxCloud string = 'public'
+
+@description('OUTBOX_AUTHORITY_HOST: override of the Entra authority host; empty follows OUTBOX_CLOUD.')
+param outboxAuthorityHost string = ''
+
+@description('OUTBOX_GRAPH_URL: override of the Graph base URL; empty follows OUTBOX_CLOUD.')
+param outboxGraphUrl string = ''
+
+@description('OUTBOX_SMTP_HOST: override of the SMTP submission host; empty follows OUTBOX_CLOUD.')
+param outboxSmtpHost string = ''
+
+@description('OUTBOX_SMTP_PORT: SMTP submission port (STARTTLS is always required).')
+param outboxSmtpPort string = '587'
+
+@description('OUTBOX_CA_BUNDLE: PEM file of CA certificates for outbound TLS; empty uses the system roots (right for Azure).')
+param outboxCaBundle string = ''
+
+@description('OUTBOX_HTTP_TIMEOUT_S: read/write timeout of Graph requests, in seconds.')
+param outboxHttpTimeoutS string = '30'
+
+@description('OUTBOX_SMTP_TIMEOUT_S: socket timeout of SMTP commands, in seconds.')
+param outboxSmtpTimeoutS string = '30'
+
+@description('OUTBOX_GRAPH_CONCURRENCY: Graph requests in flight per mailbox per instance (Outlook allows 4).')
+param outboxGraphConcurrency string = '4'
+
+@description('OUTBOX_SMTP_CONNECTIONS: SMTP connections per mailbox per instance (Exchange allows 3).')
+param outboxSmtpConnections string = '3'
+
+@description('OUTBOX_GRAPH_BUDGET_REQUESTS: Graph requests per mailbox per budget window.')
+param outboxGraphBudgetRequests string = '10000'
+
+@description('OUTBOX_GRAPH_BUDGET_WINDOW_S: length of the Graph request budget window, in seconds.')
+param outboxGraphBudgetWindowS string = '600'
+
+@description('OUTBOX_SMTP_RATE_PER_WINDOW: SMTP messages per mailbox per rate window.')
+param outboxSmtpRatePerWindow string = '30'
+
+@description('OUTBOX_SMTP_RATE_WINDOW_S: length of the SMTP rate window, in seconds.')
+param outboxSmtpRateWindowS string = '60'
+
+@description('OUTBOX_PACING_MAX_WAIT_S: longest in-process wait for a mailbox slot before re-queueing.')
+param outboxPacingMaxWaitS string = '2'
+
+@description('OUTBOX_CERT_REFRESH_S: how often the certificate is re-read from Key Vault, in seconds.')
+param outboxCertRefreshS string = '3600'
+
+@description('OUTBOX_CERT_EXPIRY_MARGIN_S: re-read the certificate when it expires within this many seconds.')
+param outboxCertExpiryMarginS string = '604800'
+
+@description('OUTBOX_SMTP_IDLE_S: idle SMTP sessions are closed after this many seconds.')
+param outboxSmtpIdleS string = '60'
+
+@description('OUTBOX_LEASE_S: how long a status-row claim protects a message being sent, in seconds.')
+param outboxLeaseS string = '300'
+
+@description('OUTBOX_LARGE_ATTACHMENT_BYTES: attachments this large go through a Graph upload session.')
+param outboxLargeAttachmentBytes string = '3145728'
+
+@description('OUTBOX_UPLOAD_CHUNK_BYTES: byte range per upload-session PUT (under 4 MiB).')
+param outboxUploadChunkBytes string = '3145728'
+
+// ----------------------------------------------------------------------------------------------------------------
+// Names
+// ----------------------------------------------------------------------------------------------------------------
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}${resourceToken}'
+// Flex Consumption reads the package from this container with the function's identity.
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(toLower(uniqueString(functionAppName, resourceToken)), 7)}'
+var poisonQueueName = '${outboxQueue}-poison'
+// The Functions host keeps its locks and function keys here; granted container by container, not account-wide.
+var hostContainerNames = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
+
+// The app settings of the outbox contract, by the names shared/settings.py reads.
+var outboxSettings = {
+  OUTBOX_QUEUE: outboxQueue
+  OUTBOX_STATUS_TABLE: outboxStatusTable
+  OUTBOX_ATTACHMENTS_CONTAINER: outboxAttachmentsContainer
+  OUTBOX_TENANT_ID: empty(outboxTenantId) ? tenant().tenantId : outboxTenantId
+  OUTBOX_CLIENT_ID: outboxClientId
+  OUTBOX_KEYVAULT_URL: keyVault.outputs.uri
+  OUTBOX_CERT_NAME: outboxCertName
+  OUTBOX_TRANSPORT: outboxTransport
+  OUTBOX_ALLOWED_SENDERS: outboxAllowedSenders
+  OUTBOX_ON_AMBIGUOUS: outboxOnAmbiguous
+  OUTBOX_MAX_ATTEMPTS: outboxMaxAttempts
+  OUTBOX_BACKOFF_BASE_S: outboxBackoffBaseS
+  OUTBOX_BACKOFF_MAX_S: outboxBackoffMaxS
+  OUTBOX_RETRY_AFTER_MAX_S: outboxRetryAfterMaxS
+  OUTBOX_CLOUD: outboxCloud
+  OUTBOX_AUTHORITY_HOST: outboxAuthorityHost
+  OUTBOX_GRAPH_URL: outboxGraphUrl
+  OUTBOX_SMTP_HOST: outboxSmtpHost
+  OUTBOX_SMTP_PORT: outboxSmtpPort
+  OUTBOX_CA_BUNDLE: outboxCaBundle
+  OUTBOX_HTTP_TIMEOUT_S: outboxHttpTimeoutS
+  OUTBOX_SMTP_TIMEOUT_S: outboxSmtpTimeoutS
+  OUTBOX_GRAPH_CONCURRENCY: outboxGraphConcurrency
+  OUTBOX_SMTP_CONNECTIONS: outboxSmtpConnections
+  OUTBOX_GRAPH_BUDGET_REQUESTS: outboxGraphBudgetRequests
+  OUTBOX_GRAPH_BUDGET_WINDOW_S: outboxGraphBudgetWindowS
+  OUTBOX_SMTP_RATE_PER_WINDOW: outboxSmtpRatePerWindow
+  OUTBOX_SMTP_RATE_WINDOW_S: outboxSmtpRateWindowS
+  OUTBOX_PACING_MAX_WAIT_S: outboxPacingMaxWaitS
+  OUTBOX_CERT_REFRESH_S: outboxCertRefreshS
+  OUTBOX_CERT_EXPIRY_MARGIN_S: outboxCertExpiryMarginS
+  OUTBOX_SMTP_IDLE_S: outboxSmtpIdleS
+  OUTBOX_LEASE_S: outboxLeaseS
+  OUTBOX_LARGE_ATTACHMENT_BYTES: outboxLargeAttachmentBytes
+  OUTBOX_UPLOAD_CHUNK_BYTES: outboxUploadChunkBytes
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Resources
+// ----------------------------------------------------------------------------------------------------------------
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module appIdentity './app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring './app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    retentionInDays: logRetentionDays
+  }
+}
+
+module storage './app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    skuName: storageSkuName
+    queueName: outboxQueue
+    poisonQueueName: poisonQueueName
+    statusTableName: outboxStatusTable
+    attachmentsContainerName: outboxAttachmentsContainer
+    deploymentContainerName: deploymentContainerName
+    hostContainerNames: hostContainerNames
+    attachmentRetentionDays: attachmentRetentionDays
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module keyVault './app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+  }
+}
+
+module functionApp './app/function.bicep' = {
+  name: 'function'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: appIdentity.outputs.id
+    identityClientId: appIdentity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    pythonVersion: pythonVersion
+    instanceMemoryMB: instanceMemoryMB
+    maximumInstanceCount: maximumInstanceCount
+    appSettings: outboxSettings
+  }
+}
+
+module rbac './app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    functionPrincipalId: appIdentity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    queueName: outboxQueue
+    poisonQueueName: poisonQueueName
+    statusTableName: outboxStatusTable
+    attachmentsContainerName: outboxAttachmentsContainer
+    deploymentContainerName: deploymentContainerName
+    hostContainerNames: hostContainerNames
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    producerPrincipalIds: filter(split(replace(producerPrincipalIds, ' ', ''), ','), id => !empty(id))
+    attachmentWriterPrincipalIds: filter(split(replace(attachmentWriterPrincipalIds, ' ', ''), ','), id => !empty(id))
+    operatorPrincipalId: principalId
+    operatorPrincipalType: principalType
+  }
+}
+
+module alerts './app/alerts.bicep' = {
+  name: 'alerts'
+  scope: rg
+  params: {
+    ruleName: '${abbrs.insightsScheduledQueryRules}poison-${resourceToken}'
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    location: location
+    tags: tags
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
+    poisonQueueName: poisonQueueName
+    alertEmailAddress: alertEmailAddress
+  }
+}
+
+// ----------------------------------------------------------------------------------------------------------------
+// Outputs become azd environment values. Names and endpoints only: nothing here is a secret
+// (Application Insights runs with local auth off, so its connection string grants nothing on its own).
+// ----------------------------------------------------------------------------------------------------------------
+
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output AZURE_CLIENT_ID string = appIdentity.outputs.clientId
+output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
+output AZURE_FUNCTION_URL string = functionApp.outputs.uri
+output AZURE_FUNCTION_PRINCIPAL_ID string = appIdentity.outputs.principalId
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
+output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
+output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.applicationInsightsConnectionString
+output OUTBOX_QUEUE_URL string = '${storage.outputs.queueEndpoint}${outboxQueue}'
+output OUTBOX_POISON_QUEUE_URL string = '${storage.outputs.queueEndpoint}${poisonQueueName}'
+output OUTBOX_CERT_NAME string = outboxCertName
