@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from harness.credentials import CertificateStore
 from harness.faults import Fault, FaultEngine
 from harness.pki import TestPKI
 from harness.scenario import Scenario
@@ -29,10 +30,12 @@ class HarnessRuntime:
     state: HarnessState
     faults: FaultEngine
     _scenario: Scenario
+    credentials: CertificateStore
     state_dir: Path | None = None
     keyvault_resource: str = KEYVAULT.uri
     """The resource the fake vault names in its challenge (a dotted suffix of its address, see keyvault.py)."""
     _listeners: list[Callable[[Scenario], None]] = field(default_factory=list)
+    _reset_hooks: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- scenario -------------------------------------------------------------------------------------
@@ -43,14 +46,32 @@ class HarnessRuntime:
             return self._scenario
 
     def set_scenario(self, scenario: Scenario) -> None:
+        self.credentials.apply(scenario)
         with self._lock:
-            self._scenario = scenario
+            previous, self._scenario = self._scenario, scenario
+        if scenario.faults != previous.faults or scenario.seed != previous.seed:
+            self.faults.replace_all(scenario.faults, seed=scenario.seed)
         for callback in list(self._listeners):
             callback(scenario)
 
     def on_scenario_change(self, callback: Callable[[Scenario], None]) -> None:
         """Called (on the caller's thread) after a scenario swap, e.g. to rebuild limiters."""
         self._listeners.append(callback)
+
+    # -- reset ----------------------------------------------------------------------------------------
+    def on_reset(self, callback: Callable[[], None]) -> None:
+        """Called on ``POST /reset`` (between tests): clear limiter windows, sessions, caches."""
+        self._reset_hooks.append(callback)
+
+    def reset(self, scenario: Scenario | None = None) -> None:
+        """Forget deliveries, requests and limiter state; faults back to the scenario's own rules."""
+        if scenario is not None and scenario != self.scenario:
+            self.set_scenario(scenario)
+        current = self.scenario
+        self.state.reset()
+        self.faults.replace_all(current.faults, seed=current.seed)
+        for callback in list(self._reset_hooks):
+            callback()
 
     # -- tokens ---------------------------------------------------------------------------------------
     def audiences(self, resource: ResourceName) -> tuple[str, ...]:
