@@ -15,7 +15,6 @@ the cached token is dropped and a fresh one is used, once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -34,6 +33,7 @@ from shared.transports.base import BlobSource, SendResult
 if TYPE_CHECKING:
     from shared.message import Attachment, Message
     from shared.pacing import Pacing
+    from shared.render_graph import GraphSendPlan
     from shared.settings import Settings
     from shared.tokens import TokenProvider
 
@@ -71,29 +71,48 @@ class GraphTransport:
     # -- Transport API --------------------------------------------------------------------------
 
     def send(self, message: Message, *, internet_message_id: str, blobs: BlobSource | None) -> SendResult:
+        from shared import render_graph
+
         started = time.perf_counter()
         mailbox = message.sender.address
-        sizes = self._attachment_sizes(message, blobs)
-        large = self._split_large(message, sizes)
-        if not large:
-            message = self._load_blobs(message, blobs)
-            return self._send_small(message, mailbox, internet_message_id, started)
+        if self._fits_send_mail(message):  # the common case: no planning, no blob reads
+            content = self._render_send_mail(message, internet_message_id)
+            if len(content) <= MAX_REQUEST_BYTES:
+                return self._send_small(content, mailbox, internet_message_id, started)
+        sized = self._with_sizes(message, blobs)
+        plan = render_graph.plan_send(
+            sized,
+            large_attachment_bytes=self._settings.large_attachment_bytes,
+            max_request_bytes=MAX_REQUEST_BYTES,
+        )
+        if not plan.use_draft:
+            content = self._render_send_mail(self._load_blobs(sized, blobs), internet_message_id)
+            if len(content) > MAX_REQUEST_BYTES:  # the plan is an upper bound: not expected
+                raise OutboxError(
+                    "size",
+                    "outbox.request_too_large",
+                    transport="graph",
+                    detail=f"the sendMail request is {len(content)} bytes (Graph accepts 4 MB)",
+                    hint="shrink the body; attachments over the limit go through upload sessions",
+                )
+            return self._send_small(content, mailbox, internet_message_id, started)
         if message.save_to_sent_items is False:
-            names = ", ".join(message.attachments[i].name for i in large)
+            names = ", ".join(message.attachments[i].name for i in plan.session_attachments + plan.posted_attachments)
             raise OutboxError(
                 "invalid_message",
                 LARGE_PATH_REFUSED,
                 transport="graph",
                 detail=(
-                    f"saveToSentItems is false, but the message is over Graph's 4 MB sendMail limit "
-                    f"(large attachments: {names}); the upload-session path always saves a copy in Sent Items"
+                    "saveToSentItems is false, but the message is over Graph's 4 MB sendMail limit "
+                    f"(attachments sent separately: {names}); that path (draft + upload session + send) "
+                    "always saves a copy in Sent Items"
                 ),
                 hint=(
                     "drop saveToSentItems:false for large messages, send them with \"transport\": \"smtp\", "
                     "or keep attachments under OUTBOX_LARGE_ATTACHMENT_BYTES"
                 ),
             )
-        return self._send_large(message, mailbox, internet_message_id, large, sizes, blobs, started)
+        return self._send_large(sized, mailbox, internet_message_id, plan, blobs, started)
 
     def find_sent(self, message: Message, *, internet_message_id: str) -> bool | None:
         if message.save_to_sent_items is False:
@@ -104,7 +123,7 @@ class GraphTransport:
         url = f"{self._user_url(mailbox)}/mailFolders/sentitems/messages"
         with self._pacing.graph.slot(mailbox):
             try:
-                response, _ = self._request("GET", url, mailbox=mailbox, operation="findSent", params=params)
+                response, _ = self._request("GET", url, mailbox=mailbox, operation="lookup", params=params)
             except OutboxError as exc:
                 if exc.status in (403, 404):
                     # No Mail.ReadBasic, or a policy that hides the folder: the caller cannot know.
@@ -122,22 +141,16 @@ class GraphTransport:
 
     # -- small path ----------------------------------------------------------------------------
 
-    def _send_small(self, message: Message, mailbox: str, imid: str, started: float) -> SendResult:
+    @staticmethod
+    def _render_send_mail(message: Message, imid: str) -> bytes:
         from shared import render_graph
 
-        body = render_graph.render_send_mail(message, internet_message_id=imid)
-        content = body if isinstance(body, bytes) else json.dumps(body, separators=(",", ":")).encode()
-        if len(content) > MAX_REQUEST_BYTES:
-            raise OutboxError(
-                "size",
-                "outbox.request_too_large",
-                transport="graph",
-                detail=f"the sendMail request is {len(content)} bytes (Graph accepts 4 MB)",
-                hint="send large content as attachments (they go through an upload session), or shrink the body",
-            )
+        return render_graph.to_json_bytes(render_graph.render_send_mail(message, internet_message_id=imid))
+
+    def _send_small(self, content: bytes, mailbox: str, imid: str, started: float) -> SendResult:
         with self._pacing.graph.slot(mailbox):
             response, client_request_id = self._request(
-                "POST", f"{self._user_url(mailbox)}/sendMail", mailbox=mailbox, operation="sendMail",
+                "POST", f"{self._user_url(mailbox)}/sendMail", mailbox=mailbox, operation="send",
                 content=content, delivers=True,
             )
         return SendResult(
@@ -152,59 +165,54 @@ class GraphTransport:
 
     # -- large path ----------------------------------------------------------------------------
 
-    def _attachment_sizes(self, message: Message, blobs: BlobSource | None) -> list[int]:
-        sizes = []
+    def _fits_send_mail(self, message: Message) -> bool:
+        """True when no attachment is (or may be) large and the request is probably under 4 MB
+        (the rendered size is checked afterwards; non-ASCII bodies can exceed the estimate)."""
+        total = 2 * (len(message.text or "") + len(message.html or "")) + REQUEST_MARGIN_BYTES
         for att in message.attachments:
-            if att.content is not None:
-                sizes.append(len(att.content))
-            elif att.size is not None:
-                sizes.append(att.size)
-            elif att.blob:
-                sizes.append(self._require_blobs(blobs, att).size(att.blob))
-            else:
-                sizes.append(0)
-        return sizes
+            if att.content is None:
+                return False  # a blob: its size decides
+            if len(att.content) >= self._settings.large_attachment_bytes:
+                return False
+            total += _b64_len(len(att.content)) + 512
+        return total <= MAX_REQUEST_BYTES
 
-    def _split_large(self, message: Message, sizes: list[int]) -> list[int]:
-        """Indexes of attachments that go through upload sessions (empty: plain sendMail)."""
-        threshold = self._settings.large_attachment_bytes
-        large = [i for i, size in enumerate(sizes) if size >= threshold]
-        body = len((message.text or "").encode()) + len((message.html or "").encode())
-        budget = MAX_REQUEST_BYTES - REQUEST_MARGIN_BYTES - 2 * body
-        inline = [i for i in range(len(sizes)) if i not in large]
-        total = sum(_b64_len(sizes[i]) for i in inline)
-        # Move the biggest of the rest to upload sessions until the JSON request fits.
-        for i in sorted(inline, key=lambda j: sizes[j], reverse=True):
-            if total <= budget:
-                break
-            large.append(i)
-            total -= _b64_len(sizes[i])
-        return sorted(large)
+    def _with_sizes(self, message: Message, blobs: BlobSource | None) -> Message:
+        """Attachment sizes known (a blob's from its properties), without loading any blob."""
+        if all(a.size is not None for a in message.attachments):
+            return message
+        sized = tuple(
+            a if a.size is not None else replace(a, size=self._require_blobs(blobs, a).size(a.blob or ""))
+            for a in message.attachments
+        )
+        return replace(message, attachments=sized)
 
     def _send_large(
         self,
         message: Message,
         mailbox: str,
         imid: str,
-        large: list[int],
-        sizes: list[int],
+        plan: GraphSendPlan,
         blobs: BlobSource | None,
         started: float,
     ) -> SendResult:
         from shared import render_graph
 
-        small_only = replace(
-            message, attachments=tuple(a for i, a in enumerate(message.attachments) if i not in large)
+        sessions = plan.session_attachments
+        # Everything but the upload-session attachments travels as JSON: load those blobs only.
+        loaded = self._load_blobs(message, blobs, skip=frozenset(sessions))
+        draft = render_graph.to_json_bytes(
+            render_graph.render_draft_message(
+                loaded, internet_message_id=imid, exclude_attachments=plan.excluded_from_draft
+            )
         )
-        small_only = self._load_blobs(small_only, blobs)
-        draft = render_graph.render_draft_message(small_only, internet_message_id=imid)
-        content = draft if isinstance(draft, bytes) else json.dumps(draft, separators=(",", ":")).encode()
         user = self._user_url(mailbox)
-        # draft + one session per large attachment + send: one slot (they run one after another),
+        # Draft + posted attachments + upload sessions + send run one after another: one slot, and
         # every request paid from the budget up front so the sequence is never cut off halfway.
-        with self._pacing.graph.slot(mailbox, cost=2 + len(large)):
+        cost = 2 + len(plan.posted_attachments) + len(sessions)
+        with self._pacing.graph.slot(mailbox, cost=cost):
             response, _ = self._request(
-                "POST", f"{user}/messages", mailbox=mailbox, operation="createDraft", content=content
+                "POST", f"{user}/messages", mailbox=mailbox, operation="create_draft", content=draft
             )
             draft_id = _json(response).get("id")
             if not draft_id:
@@ -214,14 +222,20 @@ class GraphTransport:
                 )
             message_url = f"{user}/messages/{quote(draft_id, safe='')}"
             try:
-                for i in large:
-                    self._upload(message_url, mailbox, message.attachments[i], sizes[i], blobs)
+                for i in plan.posted_attachments:
+                    body = render_graph.to_json_bytes(render_graph.file_attachment(loaded.attachments[i], index=i))
+                    self._request(
+                        "POST", f"{message_url}/attachments", mailbox=mailbox, operation="add_attachment",
+                        content=body,
+                    )
+                for i in sessions:
+                    self._upload(message_url, mailbox, message.attachments[i], blobs)
             except BaseException:
                 self._discard_draft(message_url, mailbox)
                 raise
             try:
                 response, client_request_id = self._request(
-                    "POST", f"{message_url}/send", mailbox=mailbox, operation="sendDraft", delivers=True,
+                    "POST", f"{message_url}/send", mailbox=mailbox, operation="send_draft", delivers=True,
                     content=b"",
                 )
             except OutboxError as exc:
@@ -238,25 +252,16 @@ class GraphTransport:
             path="uploadSession",
         )
 
-    def _upload(
-        self, message_url: str, mailbox: str, att: Attachment, size: int, blobs: BlobSource | None
-    ) -> None:
-        item: dict[str, Any] = {
-            "attachmentType": "file",
-            "name": att.name,
-            "size": size,
-            "contentType": att.content_type,
-        }
-        if att.inline:
-            item["isInline"] = True
-        if att.content_id:
-            item["contentId"] = att.content_id
+    def _upload(self, message_url: str, mailbox: str, att: Attachment, blobs: BlobSource | None) -> None:
+        from shared import render_graph
+
+        size = att.size or 0
         response, _ = self._request(
             "POST",
             f"{message_url}/attachments/createUploadSession",
             mailbox=mailbox,
-            operation="createUploadSession",
-            content=json.dumps({"AttachmentItem": item}).encode(),
+            operation="create_upload_session",
+            content=render_graph.to_json_bytes(render_graph.upload_session_body(att)),
         )
         upload_url = _json(response).get("uploadUrl")
         if not upload_url:
@@ -280,7 +285,7 @@ class GraphTransport:
             }
             # The upload URL carries its own authorisation: a bearer token there is refused.
             self._request(
-                "PUT", upload_url, mailbox=mailbox, operation="uploadChunk", content=piece,
+                "PUT", upload_url, mailbox=mailbox, operation="upload", content=piece,
                 headers=headers, authorize=False,
             )
             offset = end
@@ -290,7 +295,7 @@ class GraphTransport:
     def _discard_draft(self, message_url: str, mailbox: str) -> None:
         """Best effort: a failed large send should not leave a draft behind in the mailbox."""
         try:
-            self._request("DELETE", message_url, mailbox=mailbox, operation="deleteDraft")
+            self._request("DELETE", message_url, mailbox=mailbox, operation="delete_draft")
         except OutboxError as exc:
             log.warning("could not delete the draft of a failed send (%s): %s", mailbox, exc)
 
@@ -299,14 +304,15 @@ class GraphTransport:
     def _user_url(self, mailbox: str) -> str:
         return f"{self._base}/{quote(mailbox, safe='@')}"
 
-    def _load_blobs(self, message: Message, blobs: BlobSource | None) -> Message:
-        if not any(a.content is None and a.blob for a in message.attachments):
+    def _load_blobs(self, message: Message, blobs: BlobSource | None, skip: frozenset[int] = frozenset()) -> Message:
+        wanted = [i for i, a in enumerate(message.attachments) if a.content is None and a.blob and i not in skip]
+        if not wanted:
             return message
-        loaded = tuple(
-            a.with_content(self._require_blobs(blobs, a).read_all(a.blob)) if a.content is None and a.blob else a
-            for a in message.attachments
-        )
-        return replace(message, attachments=loaded)
+        attachments = list(message.attachments)
+        for i in wanted:
+            att = attachments[i]
+            attachments[i] = att.with_content(self._require_blobs(blobs, att).read_all(att.blob or ""))
+        return replace(message, attachments=tuple(attachments))
 
     @staticmethod
     def _require_blobs(blobs: BlobSource | None, att: Attachment) -> BlobSource:
