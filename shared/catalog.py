@@ -85,11 +85,21 @@ class CatalogEntry:
         """The placeholder values found in ``text`` when it has this row's shape, else ``{}``."""
         if not self.placeholders():
             return {}
-        pattern = "".join(
-            re.escape(literal) + (f"(?P<{name}>.+?)" if name else "")
-            for literal, name, _, _ in Formatter().parse(self.text)
-        )
-        found = re.search(pattern + "$", text.strip(), re.DOTALL) or re.search(pattern, text, re.DOTALL)
+        parts = list(Formatter().parse(self.text))
+        last = max(i for i, (_, name, _, _) in enumerate(parts) if name)
+        pattern = "".join(re.escape(literal) + f"(?P<{name}>.+?)" for literal, name, _, _ in parts[: last + 1])
+        # Servers append to their texts over time: after the last value, only the next word must agree.
+        tail = parts[last + 1][0] if last + 1 < len(parts) else ""
+        words = tail.split()
+        if not words:
+            pattern += "$"
+        elif not any(c.isalnum() for c in tail):
+            # Closing punctuation ("]", "."): it must end a word, not sit inside the value.
+            pattern += re.escape(tail.rstrip()) + r"(?:\s|$)"
+        else:
+            word = next(w for w in words if any(c.isalnum() for c in w))
+            pattern += re.escape(tail[: tail.find(word) + len(word)])
+        found = re.search(pattern, text.strip(), re.DOTALL)
         return {k: v for k, v in found.groupdict().items() if v is not None} if found else {}
 
     def hint_for(self, values: Mapping[str, str]) -> str:

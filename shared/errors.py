@@ -9,7 +9,8 @@ Tree::
 
     OutboxError                      category + code + hint, to_dict() = poison envelope "error"
     +-- ConfigError                  category "config" (missing/wrong setting, resource not found)
-        +-- SettingsError            names the setting that is wrong
+
+``SettingsError`` (``shared/settings.py``) reports invalid settings at start, before anything is sent.
 
 ``InvalidMessage`` (message validation) lives in ``shared/message.py``; the pipeline turns it into
 ``OutboxError(category="invalid_message", code="invalid_message", ...)``.
@@ -220,24 +221,3 @@ class ConfigError(OutboxError):
         kwargs.setdefault("retryable", False)
         super().__init__("config", code, detail=detail, hint=hint, **kwargs)
 
-
-class SettingsError(ConfigError):
-    """A setting is missing or invalid. ``setting`` is its name as the operator writes it."""
-
-    def __init__(self, setting: str, problem: str, *, hint: str = "") -> None:
-        self.setting = setting
-        super().__init__(
-            f"{setting}: {problem}",
-            code="invalid_setting",
-            hint=hint or f"set {setting} in the app settings (or local.settings.json Values) and restart",
-        )
-
-    def fields(self) -> dict[str, Any]:
-        return {**super().fields(), "setting": self.setting}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        problem = self.detail.split(": ", 1)[1] if ": " in self.detail else self.detail
-        return (SettingsError, (self.setting, problem), {"hint": self.hint})
-
-    def __setstate__(self, state: Mapping[str, Any]) -> None:
-        self.hint = state["hint"]
