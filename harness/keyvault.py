@@ -68,10 +68,17 @@ def _vault_url(request: web.Request) -> str:
 
 
 def _kv_error(entry: str, **fmt: Any) -> web.Response:
+    """The catalog's Key Vault error body. Built from ``catalog.entry`` rather than
+    ``catalog.keyvault_error`` because that helper's own ``name`` parameter collides with the
+    ``{name}`` placeholder of ``keyvault.secret_not_found`` (reported to the catalog owner)."""
     from shared import catalog
 
-    status, body = catalog.keyvault_error(entry, **fmt)
-    return web.json_response(body, status=status, headers={"x-harness-catalog": entry})
+    row = catalog.entry(entry)
+    error: dict[str, Any] = {"code": row.code, "message": row.render(**fmt)}
+    if row.inner_code:
+        error["innererror"] = {"code": row.inner_code}
+    assert row.status is not None
+    return web.json_response({"error": error}, status=row.status, headers={"x-harness-catalog": entry})
 
 
 def _challenge(request: web.Request, runtime: HarnessRuntime) -> dict[str, str]:
