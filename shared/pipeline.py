@@ -289,14 +289,6 @@ class Pipeline:
     # -- failure handling ---------------------------------------------------------------------------
 
     def _failed(self, work: _Work, ctx: _Ctx, err: OutboxError) -> Outcome:
-        if err.refresh_credentials:
-            refresh = getattr(self.senders, "refresh_credentials", None)
-            if callable(refresh):
-                try:
-                    refresh()
-                except Exception:
-                    log.exception("dropping cached credentials failed")
-
         claim = work.claim
         assert claim is not None
         ids = _request_ids(err)
@@ -335,7 +327,9 @@ class Pipeline:
 
         limit = self.settings.max_attempts
         if err.max_retries is not None:
-            limit = min(limit, 1 + err.max_retries)
+            # The transports already spend a "refresh credentials" retry in-process (a fresh token after
+            # 535 5.7.3 or a 401, a re-read certificate after AADSTS700027), so that one is not repeated.
+            limit = min(limit, max(1, 1 + err.max_retries - (1 if err.refresh_credentials else 0)))
         if work.attempt >= limit:
             return self._poison(work, ctx, err, extra={"exhausted": True})
 

@@ -1,0 +1,389 @@
+"""The pipeline's decisions, over real storage (Azurite) with a scripted transport.
+
+Each test gets its own queue, poison queue and status table, so tests share one Azurite and stay fast.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from harness.azurite import Azurite
+from shared.blobs import AzureBlobSource
+from shared.errors import OutboxError
+from shared.message_id import make_message_id
+from shared.pipeline import Pipeline
+from shared.queues import QueueStore, encode_body
+from shared.settings import load_settings
+from shared.status import StatusStore
+from tests.unit.pipeline_support import (
+    SENDER,
+    ScriptedSenders,
+    drain,
+    iter_logs,
+    message,
+    poison_envelopes,
+    unique,
+)
+
+
+@pytest.fixture(scope="module")
+def storage() -> Iterator[str]:
+    with Azurite() as azurite:
+        yield azurite.connection_string
+
+
+class World:
+    def __init__(self, conn: str, **overrides: str) -> None:
+        self.queue = unique("q")
+        env = {
+            "AzureWebJobsStorage": conn,
+            "OUTBOX_QUEUE": self.queue,
+            "OUTBOX_STATUS_TABLE": unique("t"),
+            "OUTBOX_ATTACHMENTS_CONTAINER": unique("c"),
+            "OUTBOX_ALLOWED_SENDERS": "*@contoso.example",
+            "OUTBOX_MAX_ATTEMPTS": "3",
+            "OUTBOX_BACKOFF_BASE_S": "0",
+            "OUTBOX_BACKOFF_MAX_S": "0",
+            "OUTBOX_RETRY_AFTER_MAX_S": "30",
+            "OUTBOX_LEASE_S": "60",
+            **overrides,
+        }
+        self.settings = load_settings(env)
+        self.senders = ScriptedSenders()
+        self.status = StatusStore.from_settings(self.settings)
+        self.queues = QueueStore.from_settings(self.settings)
+        self.pipeline = Pipeline(self.settings, self.senders, self.status, self.queues,
+                                 AzureBlobSource.from_settings(self.settings), rng=random.Random(7))
+        qs = self.settings.storage.queue_service_client()
+        self.work_q = qs.get_queue_client(self.settings.queue)
+        self.poison_q = qs.get_queue_client(self.settings.poison_queue)
+        self.work_q.create_queue()
+
+    def handle(self, body: Any, qid: str = "q-1", dequeue_count: int = 1) -> Any:
+        raw = body if isinstance(body, str | bytes) else encode_body(body)
+        return self.pipeline.handle_queue_message(raw, queue_message_id=qid, dequeue_count=dequeue_count)
+
+    def requeued(self, wait_s: float = 0.0) -> list[dict[str, Any]]:
+        return [json.loads(m.content) for m in drain(self.work_q, wait_s=wait_s)]
+
+    def poisoned(self) -> list[dict[str, Any]]:
+        self.queues.ensure_queue(self.settings.poison_queue)
+        return poison_envelopes(self.poison_q)
+
+
+@pytest.fixture
+def world(storage: str) -> World:
+    return World(storage)
+
+
+def test_happy_path_marks_sent_and_logs_one_event(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="outbox")
+    out = world.handle(message(id="m-1"))
+    assert out.kind == "sent" and out.attempt == 1
+    row = world.status.get("m-1")
+    assert row is not None and row.state == "sent" and row.transport == "graph"
+    assert row.request_ids == ("req-1", "creq-1")
+    assert row.internet_message_id == make_message_id("m-1", SENDER)
+    assert world.senders.graph.sent[0][1] == make_message_id("m-1", SENDER)
+    events = list(iter_logs(caplog.records))
+    assert len(events) == 1
+    assert events[0]["outcome"] == "sent" and events[0]["messageId"] == "m-1" and events[0]["mailbox"] == SENDER
+    assert events[0]["requestIds"] == ["req-1", "creq-1"] and events[0]["durationMs"] >= 0
+    assert world.requeued() == [] and world.poisoned() == []
+
+
+def test_message_without_id_takes_the_queue_message_id(world: World) -> None:
+    out = world.handle(message(), qid="0f8fad5b-d9cb-469f-a165-70867728950e")
+    assert out.kind == "sent" and out.message_id == "0f8fad5b-d9cb-469f-a165-70867728950e"
+
+
+def test_base64_body_is_accepted(world: World) -> None:
+    out = world.handle(encode_body(message(id="b64"), base64_encode=True))
+    assert out.kind == "sent"
+
+
+def test_smtp_transport_chosen_by_the_message(world: World) -> None:
+    out = world.handle(message(id="s-1", transport="smtp"))
+    assert out.kind == "sent" and out.transport == "smtp"
+    assert len(world.senders.smtp.sent) == 1 and world.senders.graph.sent == []
+
+
+def test_non_json_is_poisoned_with_its_raw_text_and_no_send(world: World) -> None:
+    out = world.handle("hello, not json", qid="raw-1")
+    assert out.kind == "poisoned" and out.category == "invalid_message"
+    [env] = world.poisoned()
+    assert env["schema"] == "outbox.poison/1" and env["message"] == "hello, not json"
+    assert env["error"]["category"] == "invalid_message" and env["attempts"] == 1
+    assert "hello, not json" not in env["error"]["detail"]  # body text stays out of the error fields
+    assert world.senders.graph.sent == [] and world.senders.graph.lookups == []
+    row = world.status.get("raw-1")
+    assert row is not None and row.state == "poisoned" and row.last_category == "invalid_message"
+
+
+def test_invalid_message_poisoned_at_first_attempt_with_field_paths(world: World) -> None:
+    out = world.handle(message(id="bad-1", to=["not an address"]))
+    assert out.kind == "poisoned" and out.attempt == 1
+    [env] = world.poisoned()
+    assert env["message"]["id"] == "bad-1" and "to[0]" in env["error"]["detail"]
+    assert world.senders.graph.sent == []
+
+
+def test_sender_outside_the_allow_list_is_invalid(world: World) -> None:
+    out = world.handle(message(id="who", **{"from": "ceo@elsewhere.example"}))
+    assert out.kind == "poisoned" and out.category == "invalid_message"
+    assert world.senders.graph.sent == []
+
+
+def test_an_invalid_copy_does_not_block_a_corrected_one(world: World) -> None:
+    assert world.handle(message(id="fix-1", to=[])).kind == "poisoned"
+    assert world.handle(message(id="fix-1")).kind == "sent"
+
+
+def test_transient_error_requeues_the_body_then_sends(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("transient", "serviceNotAvailable", status=503, retryable=True,
+                                                   transport="graph", request_id="r503")]
+    out = world.handle(message(id="t-1"))
+    assert out.kind == "retry" and out.state == "retrying" and out.attempt == 1
+    row = world.status.get("t-1")
+    assert row is not None and row.state == "retrying" and row.last_code == "serviceNotAvailable"
+    [body] = world.requeued()
+    assert body["id"] == "t-1" and body["subject"] == "Hello"
+    out2 = world.handle(body, qid="q-2")
+    assert out2.kind == "sent" and out2.attempt == 2
+    assert world.status.get("t-1").state == "sent"  # type: ignore[union-attr]
+
+
+def test_retry_after_sets_the_delay_and_the_message_stays_hidden(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True,
+                                                   transport="graph", retry_after=2)]
+    out = world.handle(message(id="ra-1"))
+    assert out.kind == "retry" and out.delay_s == 2
+    assert world.requeued() == []  # invisible for now
+    assert [b["id"] for b in world.requeued(wait_s=5)] == ["ra-1"]
+
+
+def test_retry_after_is_capped(storage: str) -> None:
+    w = World(storage, OUTBOX_RETRY_AFTER_MAX_S="1")
+    w.senders.graph.send_script = [OutboxError("throttled", "x", retryable=True, retry_after=86400)]
+    assert w.handle(message(id="cap")).delay_s == 1
+
+
+def test_attempts_exhausted_poisons_with_the_last_error(world: World) -> None:
+    err = OutboxError("transient", "ErrorServerBusy", status=503, retryable=True, transport="graph")
+    world.senders.graph.send_script = [err, err, err]
+    body: Any = message(id="ex-1")
+    kinds = []
+    for n in range(3):
+        out = world.handle(body, qid=f"q-{n}")
+        kinds.append(out.kind)
+        if out.kind == "retry":
+            [body] = world.requeued()
+    assert kinds == ["retry", "retry", "poisoned"]
+    [env] = world.poisoned()
+    assert env["attempts"] == 3 and env["error"]["code"] == "ErrorServerBusy" and env["message"]["id"] == "ex-1"
+    row = world.status.get("ex-1")
+    assert row is not None and row.state == "poisoned" and row.attempts == 3
+
+
+def test_permanent_error_poisons_at_once(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError(
+        "permission", "ErrorAccessDenied", status=403, transport="graph",
+        hint="add the mailbox to the policy scope", request_id="rid-403")]
+    out = world.handle(message(id="p-1"))
+    assert out.kind == "poisoned"
+    [env] = world.poisoned()
+    assert env["error"] == {"category": "permission", "code": "ErrorAccessDenied", "status": 403,
+                            "transport": "graph", "retryable": False, "detail": "",
+                            "hint": "add the mailbox to the policy scope", "requestId": "rid-403"}
+    row = world.status.get("p-1")
+    assert row is not None and row.last_hint == "add the mailbox to the policy scope"
+
+
+def test_fresh_token_retry_spent_in_the_transport_is_not_repeated(world: World) -> None:
+    # 535 5.7.3: the SMTP transport already retried once with a fresh token before raising this.
+    world.senders.smtp.send_script = [OutboxError("auth", "5.7.3", status=535, transport="smtp", retryable=True,
+                                                  max_retries=1, refresh_credentials=True)]
+    out = world.handle(message(id="a-1", transport="smtp"))
+    assert out.kind == "poisoned" and out.category == "auth"
+    assert len(world.poisoned()) == 1
+
+
+def test_error_allowing_more_retries_gets_them(world: World) -> None:
+    err = OutboxError("transient", "4.2.0", status=430, transport="smtp", retryable=True, max_retries=1)
+    world.senders.smtp.send_script = [err, err]
+    first = world.handle(message(id="lf", transport="smtp"))
+    [body] = world.requeued()
+    second = world.handle(body, qid="q-2")
+    assert (first.kind, second.kind) == ("retry", "poisoned")
+
+
+def test_paused_mailbox_defers_without_counting_an_attempt(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("throttled", "outbox.paused", retryable=True, retry_after=1.0)]
+    out = world.handle(message(id="pz"))
+    assert out.kind == "deferred" and out.delay_s == 1
+    row = world.status.get("pz")
+    assert row is not None and row.attempts == 0 and row.state == "queued"
+    [body] = world.requeued(wait_s=5)
+    assert world.handle(body, qid="q-2").attempt == 1
+
+
+def test_same_id_twice_is_sent_once(world: World) -> None:
+    assert world.handle(message(id="dup"), qid="a").kind == "sent"
+    second = world.handle(message(id="dup"), qid="b")
+    assert second.kind == "duplicate" and second.state == "sent"
+    assert len(world.senders.graph.sent) == 1
+
+
+def test_copy_finding_a_live_claim_waits_for_the_lease(world: World) -> None:
+    world.status.claim("busy", owner="other-queue-message", lease_s=2, transport="graph", mailbox=SENDER)
+    out = world.handle(message(id="busy"), qid="mine")
+    assert out.kind == "deferred" and 2 <= out.delay_s <= 3.5
+    assert world.senders.graph.sent == []
+    assert world.requeued() == []  # hidden until the lease ends
+    [body] = world.requeued(wait_s=6)
+    assert body["id"] == "busy"
+
+
+def test_redelivery_after_a_crash_looks_in_sent_items_first(world: World) -> None:
+    world.status.claim("crash", owner="q-crash", lease_s=60, transport="graph", mailbox=SENDER)
+    world.senders.graph.find_script = [True]
+    out = world.handle(message(id="crash"), qid="q-crash", dequeue_count=2)
+    assert out.kind == "sent" and out.sent_via == "lookup"
+    assert world.senders.graph.sent == [] and world.senders.graph.lookups == [make_message_id("crash", SENDER)]
+    row = world.status.get("crash")
+    assert row is not None and row.state == "sent" and row.sent_via == "lookup"
+
+
+def test_expired_lease_lookup_not_found_sends(world: World) -> None:
+    world.status.claim("exp", owner="someone", lease_s=0.001, transport="graph", mailbox=SENDER)
+    world.senders.graph.find_script = [False]
+    out = world.handle(message(id="exp"), qid="new")
+    assert out.kind == "sent" and not out.possibly_duplicated and len(world.senders.graph.sent) == 1
+
+
+def test_lookup_impossible_resends_marked_possibly_duplicated(world: World) -> None:
+    world.status.claim("smtp-crash", owner="q9", lease_s=60, transport="smtp", mailbox=SENDER)
+    world.senders.smtp.find_script = [None]
+    out = world.handle(message(id="smtp-crash", transport="smtp"), qid="q9")
+    assert out.kind == "sent" and out.possibly_duplicated
+    row = world.status.get("smtp-crash")
+    assert row is not None and row.possibly_duplicated
+
+
+def test_ambiguous_send_is_not_resent_in_the_same_invocation(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("transient", "gatewayTimeout", status=504, transport="graph",
+                                                   retryable=True, request_sent=True, maybe_delivered=True)]
+    world.senders.graph.find_script = [True]
+    out = world.handle(message(id="amb"))
+    assert out.kind == "retry" and out.ambiguous and out.state == "ambiguous"
+    assert len(world.senders.graph.sent) == 1
+    assert world.status.get("amb").state == "ambiguous"  # type: ignore[union-attr]
+    [body] = world.requeued()
+    out2 = world.handle(body, qid="q-2")
+    assert out2.kind == "sent" and out2.sent_via == "lookup"
+    assert len(world.senders.graph.sent) == 1  # never sent twice
+
+
+def test_ambiguous_with_policy_poison_goes_to_an_operator(storage: str) -> None:
+    w = World(storage, OUTBOX_ON_AMBIGUOUS="poison")
+    w.senders.graph.send_script = [OutboxError("transient", "gatewayTimeout", status=504, transport="graph",
+                                               retryable=True, maybe_delivered=True)]
+    assert w.handle(message(id="ap")).kind == "poisoned"
+    [env] = w.poisoned()
+    assert env["error"]["code"] == "gatewayTimeout"
+
+
+def test_ambiguous_with_policy_resend_sends_again_marked(storage: str) -> None:
+    w = World(storage, OUTBOX_ON_AMBIGUOUS="resend")
+    w.senders.graph.send_script = [OutboxError("transient", "gatewayTimeout", status=504, transport="graph",
+                                               retryable=True, maybe_delivered=True)]
+    w.handle(message(id="ar"))
+    [body] = w.requeued()
+    out = w.handle(body, qid="q-2")
+    assert out.kind == "sent" and out.possibly_duplicated and w.senders.graph.lookups == []
+
+
+def test_unexpected_transport_exception_is_treated_as_ambiguous(world: World) -> None:
+    world.senders.graph.send_script = [RuntimeError("boom")]
+    out = world.handle(message(id="bug"))
+    assert out.kind == "retry" and out.ambiguous and out.code == "outbox.unexpected"
+
+
+def test_oversized_poison_envelope_parks_the_original_in_blob_storage(world: World) -> None:
+    big = "x" * 60_000
+    world.senders.graph.send_script = [OutboxError("size", "ErrorMessageSizeExceeded", status=413)]
+    body = message(id="big", html="<p>" + big + "</p>", text="<&>" * 2000)
+    out = world.handle(body)
+    assert out.kind == "poisoned"
+    [env] = world.poisoned()
+    assert env["message"] is None and env["messageBlob"].startswith(world.settings.attachments_container + "/")
+    container, name = env["messageBlob"].split("/", 1)
+    blob = world.settings.storage.blob_service_client().get_blob_client(container, name)
+    stored = json.loads(blob.download_blob().readall())
+    assert stored["id"] == "big" and big in stored["html"]
+
+
+def test_failed_poison_write_raises_so_the_host_redelivers(world: World) -> None:
+    class BrokenQueues:
+        def poison(self, envelope: Any) -> str:
+            raise ConnectionError("storage down")
+
+    world.pipeline.queues = BrokenQueues()
+    with pytest.raises(ConnectionError):
+        world.handle("not json")
+
+
+def test_missing_queues_and_table_are_created(storage: str) -> None:
+    w = World(storage)
+    w.work_q.delete_queue()
+    w.senders.graph.send_script = [OutboxError("transient", "x", retryable=True)]
+    assert w.handle(message(id="mk")).kind == "retry"
+    assert [b["id"] for b in w.requeued()] == ["mk"]
+
+
+def test_secrets_in_server_text_never_reach_logs_or_envelopes(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    jwt = "eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.eyJhdWQiOiJodHRwczovL2dyYXBoIn0.c2lnbmF0dXJlc2lnbmF0dXJl"
+    xoauth = base64.b64encode(f"user={SENDER}\x01auth=Bearer {jwt}\x01\x01".encode()).decode()
+    world.senders.smtp.send_script = [OutboxError(
+        "auth", "5.7.3", status=535, transport="smtp",
+        detail=f"535 5.7.3 Authentication unsuccessful; sent AUTH XOAUTH2 {xoauth} with Bearer {jwt}")]
+    caplog.set_level(logging.DEBUG)
+    world.handle(message(id="sec", transport="smtp", text="TOP-SECRET-BODY-TEXT"))
+    [env] = world.poisoned()
+    text = caplog.text + json.dumps(env["error"])
+    for secret in (jwt, xoauth, "TOP-SECRET-BODY-TEXT"):
+        assert secret not in text
+
+
+def test_send_now_answers_instead_of_queueing(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("throttled", "ApplicationThrottled", status=429,
+                                                   retryable=True, retry_after=7)]
+    out = world.pipeline.send_now(message(id="now-1"))
+    assert out.kind == "retry" and out.delay_s == 7
+    assert world.requeued() == []
+    out2 = world.pipeline.send_now(message(id="now-1"))
+    assert out2.kind == "sent" and out2.attempt == 2
+
+
+def test_send_now_permanent_error_is_answered_not_poisoned(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("recipient", "ErrorInvalidRecipients", status=400)]
+    out = world.pipeline.send_now(message(id="now-2"))
+    assert out.kind == "failed" and out.state == "failed"
+    assert world.poisoned() == []
+    assert world.status.get("now-2").state == "failed"  # type: ignore[union-attr]
+
+
+def test_enqueue_validates_fills_the_id_and_records_queued(world: World) -> None:
+    message_id, row = world.pipeline.enqueue(message())
+    assert row is not None and row.state == "queued" and row.attempts == 0
+    [body] = world.requeued()
+    assert body["id"] == message_id
+    assert world.handle(body, qid="whatever").kind == "sent"
+    assert world.status.get(message_id).attempts == 1  # type: ignore[union-attr]
