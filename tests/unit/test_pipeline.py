@@ -22,7 +22,7 @@ from shared.pipeline import Pipeline
 from shared.queues import QueueStore, encode_body
 from shared.settings import load_settings
 from shared.status import StatusStore
-from tests.unit.pipeline_support import (
+from tests.unit.test_pipeline_support import (
     SENDER,
     ScriptedSenders,
     drain,
