@@ -65,6 +65,8 @@ class CatalogEntry:
     status_default: bool = False
     # Not a known server text: the classifier's answer when nothing specific matched.
     fallback: bool = False
+    # Graph: the body carries innerError (Graph always does; Outlook REST, e.g. the upload URL, does not).
+    inner_error: bool = True
     # Further codes (SMTP enhanced status codes) that mean the same thing.
     also_codes: tuple[str, ...] = ()
     defaults: tuple[tuple[str, str], ...] = field(default=())
@@ -273,10 +275,12 @@ def _net(
     hint: str,
     source: str,
     meaning: str,
+    max_retries: int | None = None,
 ) -> CatalogEntry:
     return CatalogEntry(
         name=name, transport=None, status=None, code=code, text=text, category=category,
         retryable=retryable, maybe_delivered=maybe_delivered, hint=hint, source=source, meaning=meaning,
+        max_retries=max_retries,
     )
 
 
@@ -800,6 +804,71 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         source=f"{_REF} §2; microsoft-graph-docs-contrib errors.md (generalException)",
     ),
     _graph(
+        "graph.me_app_only", 400, "BadRequest", "/me request is only valid with delegated authentication flow.",
+        "config", retryable=False, match=("/me request",),
+        hint="an app-only token cannot use /me: outbox posts to /users/<sender>/sendMail; check OUTBOX_GRAPH_URL has "
+        "no path beyond the version root",
+        source="[obs] pnp/pnpcore#905 (full body), msgraph-sdk-php#1163 (reported by the harness engineers)",
+    ),
+    _graph(
+        "graph.invalid_json", 400, "BadRequest",
+        "Unable to read JSON request payload. Please ensure Content-Type header is set and payload is of "
+        "valid JSON format.",
+        "invalid_message", retryable=False, match=("Unable to read JSON",),
+        hint="Graph could not parse the request body: a bug in outbox's Graph renderer, please report it with "
+        "the message id",
+        source="[obs] Graph's answer to an unparsable body (widely quoted)",
+    ),
+    _graph(
+        "graph.token_missing", 401, "InvalidAuthenticationToken", "Access token is empty.",
+        "auth", retryable=True, max_retries=1, refresh_credentials=True, match=("Access token is empty",),
+        hint="the request reached Graph without a token: outbox retries once with a new one; if it repeats, a "
+        "proxy is stripping the Authorization header",
+        source="[obs] Graph's answer to a request without Authorization header (widely quoted)",
+    ),
+    _graph(
+        "graph.upload_too_small", 400, "ErrorAttachmentSizeShouldNotBeLessThanMinimumSize",
+        "Attachment size should not be less than the minimum size.",
+        "invalid_message", retryable=False,
+        hint="an attachment under 3 MB went through an upload session: a bug in outbox (small attachments are "
+        "sent inline), please report it",
+        source="code: microsoft-graph-docs-contrib outlook-large-attachments.md (Errors); status 400: public "
+        "code handling it; text: assumption",
+    ),
+    _graph(
+        "graph.upload_authorization", 401, "InvalidAudienceForResource",
+        "The audience claim value is invalid for current resource. Audience claim is '{audience}', request url "
+        "is '{url}'.",
+        "auth", retryable=False, inner_error=False,
+        hint="an Authorization header was sent to the upload URL, which must not get one "
+        "(outlook-large-attachments.md): a bug in outbox, please report it",
+        source="msgraph-sdk-java#409 (Authorization header sent to the uploadUrl); the docs say not to send one",
+        defaults=(("audience", "https://graph.microsoft.com"),
+                  ("url", "https://outlook.office.com/api/v2.0/Users('x')/Messages('y')/AttachmentSessions('z')")),
+    ),
+    _graph(
+        "graph.upload_range", 400, "InvalidContentRange",
+        "The Content-Range header is missing or does not match the expected range.",
+        "transient", retryable=True, max_retries=1, inner_error=False,
+        hint="the upload session lost track of the byte ranges: outbox starts the upload over once; if it "
+        "repeats, please report it",
+        source="assumption: Outlook requires in-order ranges (outlook-large-attachments.md) but its error is "
+        "not documented",
+    ),
+    _graph(
+        "graph.upload_session_not_found", 404, "ErrorItemNotFound", "The upload session was not found or has expired.",
+        "transient", retryable=True, max_retries=2, inner_error=False, match=("upload session",),
+        hint="the upload session expired or vanished: outbox starts over with a new draft and session",
+        source="assumption (code is Exchange's usual not-found code; text not verified)",
+    ),
+    _graph(
+        "graph.item_not_found", 404, "ErrorItemNotFound", "The specified object was not found in the store.",
+        "transient", retryable=True, max_retries=1,
+        hint="the draft or message was not found (deleted meanwhile, or by a retention policy): outbox starts "
+        "over with a new draft once",
+        source="[obs] Graph/EWS answer for an unknown message id (widely quoted)",
+    ),
+    _graph(
         "graph.client_error", 400, "BadRequest", "The request is invalid.",
         "unknown", retryable=False, fallback=True,
         hint="Graph refused the request with an error outbox does not recognise: read detail and the "
@@ -1143,9 +1212,10 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
     ),
     _net(
         "net.unexpected_after_send", "unexpected_error", "unexpected error after the request was sent", "unknown",
-        retryable=False, maybe_delivered=True,
+        retryable=True, maybe_delivered=True, max_retries=2,
         hint="an unexpected error after the request left (probably a bug in outbox), so the message MAY have "
-        "been sent: check Sent Items before resending; the exception is in detail; report it",
+        "been sent: outbox retries at most twice, checking Sent Items first (OUTBOX_ON_AMBIGUOUS); the "
+        "exception is in detail; report it",
         source="outbox fallback for exceptions it does not recognise", meaning="unrecognised exception after sending",
     ),
     _net(
@@ -1196,7 +1266,7 @@ def _require(name: str, transport: str | None) -> CatalogEntry:
 # --- Helpers the fakes use to produce exact shapes -------------------------------------------------
 
 
-def smtp_reply(name: str, **fmt: object) -> tuple[int, str]:
+def smtp_reply(name: str, /, **fmt: object) -> tuple[int, str]:
     """``(reply code, text)`` where text starts with the enhanced status code, e.g.
     ``(535, "5.7.3 Authentication unsuccessful [host]")``. On the wire: ``f"{code} {text}"``."""
     e = _require(name, "smtp")
@@ -1206,6 +1276,7 @@ def smtp_reply(name: str, **fmt: object) -> tuple[int, str]:
 
 def graph_error(
     name: str,
+    /,
     *,
     request_id: str,
     client_request_id: str,
@@ -1228,18 +1299,15 @@ def graph_error(
         headers["Content-Type"] = "text/html" if message.lstrip().startswith("<") else "text/plain; charset=utf-8"
         return e.status, headers, message.encode()
     headers["Content-Type"] = "application/json"
-    body = {
-        "error": {
-            "code": e.code,
-            "message": message,
-            "innerError": {"date": date, "request-id": request_id, "client-request-id": client_request_id},
-        }
-    }
+    error: dict[str, object] = {"code": e.code, "message": message}
+    if e.inner_error:
+        error["innerError"] = {"date": date, "request-id": request_id, "client-request-id": client_request_id}
+    body = {"error": error}
     return e.status, headers, json.dumps(body).encode()
 
 
 def entra_error(
-    name: str, *, trace_id: str, correlation_id: str, timestamp: str, **fmt: object
+    name: str, /, *, trace_id: str, correlation_id: str, timestamp: str, **fmt: object
 ) -> tuple[int, dict[str, object]]:
     """``(status, body)`` of a token endpoint error, shaped like Entra's (``timestamp`` as
     ``"2025-01-01 00:00:00Z"``)."""
@@ -1262,7 +1330,7 @@ def entra_error(
     return e.status, body
 
 
-def keyvault_error(name: str, **fmt: object) -> tuple[int, dict[str, object]]:
+def keyvault_error(name: str, /, **fmt: object) -> tuple[int, dict[str, object]]:
     """``(status, body)`` of a Key Vault data-plane error:
     ``{"error":{"code","message"[,"innererror":{"code"}]}}``."""
     e = _require(name, "keyvault")
@@ -1271,3 +1339,72 @@ def keyvault_error(name: str, **fmt: object) -> tuple[int, dict[str, object]]:
     if e.inner_code:
         error["innererror"] = {"code": e.inner_code}
     return e.status, {"error": error}
+
+
+# --- docs/errors.md ----------------------------------------------------------------------------------
+
+DOC_BEGIN: Final = "<!-- catalog:begin (generated by `python -m shared.catalog docs/errors.md`; do not edit) -->"
+DOC_END: Final = "<!-- catalog:end -->"
+
+_SECTIONS: Final = (
+    ("smtp", "SMTP AUTH XOAUTH2 (smtp.office365.com:587)"),
+    ("graph", "Microsoft Graph sendMail"),
+    ("entra", "Entra ID token endpoint"),
+    ("keyvault", "Key Vault (certificate read through the secrets API)"),
+    ("net", "No answer: connection, timeout and TLS failures (any transport)"),
+)
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.replace("|", "\\|").split())
+
+
+def catalog_markdown() -> str:
+    """The generated part of docs/errors.md: one table per transport, every row of the catalog."""
+    out: list[str] = [DOC_BEGIN, ""]
+    for transport, title in _SECTIONS:
+        out += [f"### {title}", "", "| Entry | Reply | Text as sent | Category | Retry | May be sent | Fix | Source |",
+                "|---|---|---|---|---|---|---|---|"]
+        for e in entries(transport):
+            if e.transport == "smtp":
+                reply = f"`{e.status} {e.code}`"
+            elif e.transport == "entra":
+                reply = f"{e.status} `{e.oauth_error}` `{e.code}`" if e.code != e.oauth_error else f"{e.status} `{e.oauth_error}`"
+            elif e.transport in ("graph", "keyvault"):
+                inner = f" ({e.inner_code})" if e.inner_code else ""
+                reply = f"{e.status} `{e.code}`{inner}" if e.code else f"{e.status} (no JSON code)"
+            else:
+                reply = f"`{e.code}`"
+            retry = "yes" if e.retryable else "no"
+            if e.retryable and e.max_retries is not None:
+                retry = f"{e.max_retries}x"
+            if e.refresh_credentials:
+                retry += ", fresh token"
+            if e.retry_after:
+                retry += ", Retry-After"
+            text = f"_{_cell(e.meaning)}_" if e.transport is None else f"`{_cell(e.text)}`"
+            if e.fallback and e.transport is not None:
+                text = f"(fallback) {text}"
+            out.append(
+                f"| `{e.name}` | {reply} | {text} | {e.category} | {retry} | "
+                f"{'yes' if e.maybe_delivered else 'no'} | {_cell(e.hint)} | {_cell(e.source)} |"
+            )
+        out.append("")
+    out.append(DOC_END)
+    return "\n".join(out)
+
+
+def write_docs(path: str) -> None:
+    """Replace the generated section of ``path`` (between the markers) with :func:`catalog_markdown`."""
+    with open(path, encoding="utf-8") as f:
+        current = f.read()
+    start = current.index(DOC_BEGIN)
+    end = current.index(DOC_END) + len(DOC_END)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(current[:start] + catalog_markdown() + current[end:])
+
+
+if __name__ == "__main__":
+    import sys
+
+    write_docs(sys.argv[1] if len(sys.argv) > 1 else "docs/errors.md")
