@@ -1,0 +1,795 @@
+"""The email team's checklist, run live: what is wrong between this app, Entra ID and a mailbox.
+
+``run_doctor`` returns a :class:`Report` (one :class:`Check` per line); it prints nothing, so the CLI,
+tests and anything else can present it. Each check passes, warns, fails or is skipped because a check
+it depends on failed (a token that cannot work is not also tried against Exchange: one cause, one
+failing line).
+
+Doctor names a single cause only when the evidence singles it out: the token's claims (``aud``,
+``roles`` vs ``scp``, ``tid``, ``appid``, ``exp``), an AADSTS code, the certificate's dates, a 5.7.139
+reply, a Send As refusal, Graph's ``[RAOP]`` 403. Exchange answers a bare ``535 5.7.3`` for several
+causes once the token itself is right; then doctor says what it has ruled out and lists what remains,
+each with the Exchange Online PowerShell command that checks it (design.md, "What doctor can know").
+
+Nothing is sent unless ``send_test_to`` is given: the SMTP probe stops after ``MAIL FROM``, sends
+``RSET`` and quits; the Graph probe reads (at most one message id from Sent Items) when the app may read.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime as dt
+import smtplib
+import ssl
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from shared.errors import OutboxError
+
+if TYPE_CHECKING:
+    from shared.certificates import CertificateMaterial, CertificateProvider
+    from shared.settings import Settings
+    from shared.tokens import TokenProvider
+
+Status = Literal["pass", "warn", "fail", "skip"]
+Transport = Literal["graph", "smtp"]
+
+EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+# Every cloud's resource identifiers, so a token for the other service is recognised as such.
+_EXCHANGE_RESOURCES = (
+    "https://outlook.office365.com", "https://outlook.office.com", "https://outlook.office365.us",
+    "https://outlook-dod.office365.us", "https://partner.outlook.cn",
+)  # fmt: skip
+_GRAPH_RESOURCES = (
+    "https://graph.microsoft.com", "https://graph.microsoft.us", "https://dod-graph.microsoft.us",
+    "https://microsoftgraph.chinacloudapi.cn",
+)  # fmt: skip
+READ_ROLES = ("Mail.ReadBasic", "Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWrite")
+# A token this close to expiry would be renewed by outbox before use; doctor only warns.
+TOKEN_SHORT_S = 300
+CONNECT_PS = "Connect-ExchangeOnline"
+
+
+@dataclass(frozen=True)
+class RemainingCause:
+    """A cause doctor could not rule out, with how an admin checks it."""
+
+    name: str
+    why: str
+    check: str
+    fix: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"cause": self.name, "why": self.why, "check": self.check, "fix": self.fix}
+
+
+@dataclass
+class Check:
+    id: str
+    title: str
+    status: Status
+    summary: str
+    fix: str = ""
+    cause: str | None = None
+    """The single cause the evidence names (e.g. ``smtp.auth_disabled_mailbox``), or None."""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    remaining: list[RemainingCause] = field(default_factory=list)
+    """When a failure has several possible causes: the ones not ruled out."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("pass", "warn")
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "title": self.title, "status": self.status, "summary": self.summary}
+        if self.fix:
+            out["fix"] = self.fix
+        if self.cause:
+            out["cause"] = self.cause
+        if self.evidence:
+            out["evidence"] = self.evidence
+        if self.remaining:
+            out["remainingCauses"] = [r.to_dict() for r in self.remaining]
+        return out
+
+
+@dataclass
+class Report:
+    mailbox: str
+    sender: str
+    transports: tuple[Transport, ...]
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.status != "fail" for c in self.checks)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status == "fail"]
+
+    def get(self, check_id: str) -> Check | None:
+        return next((c for c in self.checks if c.id == check_id), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "mailbox": self.mailbox,
+            "from": self.sender,
+            "transports": list(self.transports),
+            "checks": [c.to_dict() for c in self.checks],
+        }
+
+
+def _skip(check_id: str, title: str, because: str) -> Check:
+    return Check(check_id, title, "skip", because)
+
+
+def _iso(value: dt.datetime | float | int | None) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        value = dt.datetime.fromtimestamp(value, dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _entry_meaning(error: OutboxError) -> str:
+    if not error.catalog:
+        return ""
+    try:
+        from shared.catalog import entry
+
+        return entry(error.catalog).meaning
+    except (ImportError, KeyError):
+        return ""
+
+
+# -- settings -----------------------------------------------------------------------------------------
+
+
+def check_settings(settings: Settings | None, problems: Mapping[str, str] | None) -> Check:
+    title = "settings present"
+    if settings is None:
+        listed = "; ".join(f"{k}: {v}" for k, v in (problems or {}).items())
+        return Check("settings", title, "fail", f"settings are invalid: {listed}",
+                     fix="set them in the app settings, local.settings.json Values or --settings FILE",
+                     cause="settings", evidence={"problems": dict(problems or {})})
+    from shared.settings import SettingsError
+
+    try:
+        settings.require_sending()
+    except SettingsError as exc:
+        return Check("settings", title, "fail", f"missing: {', '.join(exc.names)}",
+                     fix="set " + ", ".join(exc.names) + " (the app registration and the Key Vault certificate)",
+                     cause="settings", evidence={"problems": exc.problems})
+    return Check(
+        "settings", title, "pass",
+        f"tenant {settings.tenant_id}, app {settings.client_id}, vault {settings.keyvault_url}, "
+        f"certificate {settings.cert_name}, cloud {settings.cloud}",
+        evidence={"tenant": settings.tenant_id, "clientId": settings.client_id, "keyVault": settings.keyvault_url,
+                  "certificate": settings.cert_name, "cloud": settings.cloud,
+                  "authority": settings.authority_host, "graph": settings.graph_url,
+                  "smtp": f"{settings.smtp_host}:{settings.smtp_port}"},
+    )
+
+
+def check_allowed(settings: Settings, addresses: Sequence[str]) -> Check:
+    from shared.message import sender_allowed
+
+    title = "sender allowed"
+    refused = [a for a in dict.fromkeys(addresses) if not sender_allowed(a, settings.allowed_senders)]
+    if not refused:
+        return Check("sender.allowed", title, "pass", f"{', '.join(dict.fromkeys(addresses))} in OUTBOX_ALLOWED_SENDERS")
+    listed = ", ".join(settings.allowed_senders) or "(empty: nobody may send)"
+    return Check(
+        "sender.allowed", title, "fail",
+        f"{', '.join(refused)} not in OUTBOX_ALLOWED_SENDERS ({listed}): the function refuses these messages",
+        fix=f"add {refused[0]} (or *@{refused[0].rpartition('@')[2]}) to OUTBOX_ALLOWED_SENDERS",
+        cause="config.sender_not_allowed",
+    )
+
+
+# -- Key Vault and certificate -----------------------------------------------------------------------
+
+
+def check_keyvault(settings: Settings, provider: CertificateProvider) -> tuple[Check, CertificateMaterial | None]:
+    title = "Key Vault certificate readable"
+    try:
+        # The unchecked read: doctor reports an expired certificate's dates instead of only refusing it.
+        material = provider._read()
+    except OutboxError as exc:
+        meaning = _entry_meaning(exc)
+        return Check(
+            "keyvault", title, "fail",
+            f"cannot read {settings.cert_name!r} from {settings.keyvault_url}: {exc.code}"
+            + (f" ({meaning})" if meaning else "") + (f": {exc.detail}" if exc.detail else ""),
+            fix=exc.hint, cause=exc.catalog or exc.code,
+            evidence={"status": exc.status, "code": exc.code},
+        ), None
+    return Check(
+        "keyvault", title, "pass",
+        f"{settings.cert_name} version {material.version}, thumbprint {material.thumbprint_sha1}",
+        evidence={"thumbprint": material.thumbprint_sha1, "version": material.version, "subject": material.subject},
+    ), material
+
+
+def check_certificate(settings: Settings, material: CertificateMaterial, now: dt.datetime) -> Check:
+    title = "certificate valid"
+    left = material.expires_in(now)
+    days = left / 86400
+    evidence = {"thumbprint": material.thumbprint_sha1, "notBefore": _iso(material.not_before),
+                "notAfter": _iso(material.not_after), "daysLeft": round(days, 1)}
+    renew = (
+        f"renew the certificate in Key Vault {settings.keyvault_url} under the same name ({settings.cert_name}), "
+        "upload the new public certificate to the app registration (Certificates & secrets), then remove the old one"
+    )
+    if left <= 0:
+        return Check("certificate", title, "fail",
+                     f"expired on {_iso(material.not_after)} ({-days:.1f} days ago), thumbprint {material.thumbprint_sha1}",
+                     fix=renew, cause="certificate.expired", evidence=evidence)
+    if material.not_before > now:
+        return Check("certificate", title, "fail",
+                     f"not valid before {_iso(material.not_before)}: check this host's clock",
+                     fix="fix the host clock (NTP) or wait until the certificate's start date",
+                     cause="certificate.not_yet_valid", evidence=evidence)
+    summary = f"expires {_iso(material.not_after)} ({days:.0f} days left)"
+    if left <= settings.cert_expiry_margin_s:
+        return Check("certificate", title, "warn", summary + ": rotate it soon", fix=renew, evidence=evidence)
+    return Check("certificate", title, "pass", summary, evidence=evidence)
+
+
+# -- tokens and claims --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expectation:
+    transport: Transport
+    scope: str
+    audiences: frozenset[str]
+    other_audiences: frozenset[str]
+    role: str
+    permission: str
+
+
+def expectation(settings: Settings, transport: Transport) -> Expectation:
+    def forms(resources: Iterable[str], app_id: str) -> frozenset[str]:
+        out = {app_id}
+        for r in resources:
+            out |= {r, r + "/"}
+        return frozenset(out)
+
+    if transport == "smtp":
+        resource = settings.smtp_scope.removesuffix("/.default")
+        return Expectation(
+            "smtp", settings.smtp_scope, forms([resource], EXCHANGE_APP_ID),
+            forms(_GRAPH_RESOURCES, GRAPH_APP_ID), "SMTP.SendAsApp",
+            "Office 365 Exchange Online > Application permissions > SMTP.SendAsApp",
+        )
+    resource = settings.graph_scope.removesuffix("/.default")
+    return Expectation(
+        "graph", settings.graph_scope, forms([resource], GRAPH_APP_ID),
+        forms(_EXCHANGE_RESOURCES, EXCHANGE_APP_ID), "Mail.Send",
+        "Microsoft Graph > Application permissions > Mail.Send",
+    )
+
+
+_TOKEN_CAUSES = {
+    # AADSTS codes whose words are clearer with this deployment's values filled in.
+    "AADSTS500011": "the scope {scope} names a resource this tenant does not have: OUTBOX_CLOUD={cloud} picks the "
+    "scopes; set it to the cloud your tenant lives in (public, usgov, usgovdod, china)",
+    "AADSTS1002012": "the scope {scope} is not an app-only scope: it must be <resource>/.default",
+    "invalid_scope": "the scope {scope} is not valid for this tenant: check OUTBOX_CLOUD={cloud}",
+}
+
+
+def check_token(settings: Settings, tokens: TokenProvider, transport: Transport) -> tuple[Check, str | None]:
+    exp = expectation(settings, transport)
+    check_id, title = f"{transport}.token", f"{transport}: token acquired"
+    try:
+        token = tokens.token(exp.scope)
+    except OutboxError as exc:
+        meaning = _entry_meaning(exc)
+        fix = exc.hint
+        special = _TOKEN_CAUSES.get(exc.code)
+        if special:
+            fix = special.format(scope=exp.scope, cloud=settings.cloud) + (f". {exc.hint}" if exc.hint else "")
+        return Check(
+            check_id, title, "fail",
+            f"Entra refused the token for {exp.scope}: {exc.code}" + (f" = {meaning}" if meaning else "")
+            + (f" ({exc.detail})" if exc.detail else ""),
+            fix=fix, cause=exc.catalog or exc.code,
+            evidence={"code": exc.code, "status": exc.status, "requestId": exc.request_id, "scope": exp.scope},
+        ), None
+    return Check(check_id, title, "pass", f"scope {exp.scope}, expires {_iso(token.expires_on)}",
+                 evidence={"scope": exp.scope}), token.token
+
+
+def token_claims_view(claims: Mapping[str, Any]) -> dict[str, Any]:
+    """The claims an operator needs, with times in ISO form (never the token or its signature)."""
+    keys = ("aud", "iss", "tid", "appid", "azp", "appidacr", "azpacr", "idtyp", "oid", "sub", "roles", "scp",
+            "upn", "unique_name", "ver", "iat", "nbf", "exp")
+    view = {k: claims[k] for k in keys if k in claims}
+    for k in ("iat", "nbf", "exp"):
+        if isinstance(view.get(k), int | float):
+            view[k] = _iso(view[k])
+    return view
+
+
+def check_claims(
+    settings: Settings, claims: Mapping[str, Any], transport: Transport, now: dt.datetime
+) -> Check:
+    """Compare a token's claims with what the transport needs; the first problem found is the cause."""
+    exp = expectation(settings, transport)
+    check_id, title = f"{transport}.claims", f"{transport}: token claims"
+    problems: list[tuple[str, str, str]] = []  # (cause, what, fix)
+    aud = str(claims.get("aud", ""))
+    if aud not in exp.audiences:
+        other = "a Graph" if transport == "smtp" else "an Exchange (SMTP)"
+        what = f"aud is {aud!r}" + (f": {other} token" if aud in exp.other_audiences else "")
+        problems.append(("claims.wrong_audience", what + f"; {transport} needs {exp.scope.removesuffix('/.default')}",
+                         f"request the token for scope {exp.scope} (OUTBOX_CLOUD={settings.cloud} picks it)"))
+    roles = [str(r) for r in claims.get("roles") or ()]
+    scp = str(claims.get("scp") or "").split()
+    if scp and not roles:
+        problems.append(("claims.delegated_token", f"a delegated token (scp {' '.join(scp)}), not app-only",
+                         "outbox uses app-only tokens (client credentials with the certificate): check OUTBOX_CLIENT_ID"))
+    elif exp.role not in roles:
+        have = f"roles are {', '.join(roles)}" if roles else "no roles claim"
+        problems.append((
+            "claims.missing_role", f"{have}: {exp.role} is missing",
+            f"in the app registration add {exp.permission} and press 'Grant admin consent' "
+            f"(check afterwards: Enterprise applications > {settings.client_id} > Permissions)",
+        ))
+    tid = str(claims.get("tid", ""))
+    if settings.tenant_id and tid.lower() != settings.tenant_id.lower():
+        problems.append(("claims.wrong_tenant", f"tid is {tid}, OUTBOX_TENANT_ID is {settings.tenant_id}",
+                         "set OUTBOX_TENANT_ID to the directory (tenant) id of the app registration"))
+    appid = str(claims.get("appid") or claims.get("azp") or "")
+    if settings.client_id and appid.lower() != settings.client_id.lower():
+        problems.append(("claims.wrong_app", f"appid is {appid}, OUTBOX_CLIENT_ID is {settings.client_id}",
+                         "set OUTBOX_CLIENT_ID to the application (client) id of the sending app"))
+    expires = claims.get("exp")
+    left = float(expires) - now.timestamp() if isinstance(expires, int | float) else None
+    if left is not None and left <= 0:
+        problems.append(("claims.expired", f"the token expired at {_iso(float(expires))}",  # type: ignore[arg-type]
+                         "check this host's clock (NTP): Entra issued a token that is already expired here"))
+    evidence = token_claims_view(claims)
+    if problems:
+        cause, _, fix = problems[0]
+        return Check(check_id, title, "fail", "; ".join(what for _, what, _ in problems), fix=fix, cause=cause,
+                     evidence=evidence)
+    summary = f"aud {aud}, roles {', '.join(roles)}, tid ok, appid ok"
+    if left is not None:
+        summary += f", expires in {left / 60:.0f} min"
+    if left is not None and left < TOKEN_SHORT_S:
+        return Check(check_id, title, "warn", summary + " (short: outbox renews tokens 5 min before exp)",
+                     evidence=evidence)
+    return Check(check_id, title, "pass", summary, evidence=evidence)
+
+
+# -- SMTP ---------------------------------------------------------------------------------------------
+
+
+def _xoauth2(user: str, token: str) -> str:
+    return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")
+
+
+def _reply_text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _classify_reply(code: int, text: str, stage: str) -> OutboxError:
+    from shared.classify import classify_smtp_reply
+
+    return classify_smtp_reply(code, text, stage=stage)
+
+
+def remaining_535_causes(settings: Settings, mailbox: str, claims: Mapping[str, Any]) -> list[RemainingCause]:
+    """What is left once the token is right and user= is the mailbox: Exchange's own configuration."""
+    client = settings.client_id or "<application (client) id>"
+    oid = str(claims.get("oid") or "<object id of the Enterprise Application>")
+    return [
+        RemainingCause(
+            "exchange.service_principal",
+            "Exchange has no service principal for the app, or one registered with another object id "
+            f"(it must be the Enterprise Application's object id, which is the token's oid {oid})",
+            f"Get-ServicePrincipal | Where-Object AppId -eq '{client}' | Format-List AppId,ObjectId,DisplayName",
+            f"New-ServicePrincipal -AppId {client} -ObjectId {oid}   (remove a wrong one with Remove-ServicePrincipal)",
+        ),
+        RemainingCause(
+            "exchange.mailbox_permission",
+            f"the service principal may not use {mailbox} (no FullAccess, and no RBAC for Applications assignment)",
+            f"Get-MailboxPermission -Identity {mailbox} | Where-Object User -like '*{oid}*'   "
+            f"(RBAC: Test-ServicePrincipalAuthorization -Identity {oid} -Resource {mailbox})",
+            f"Add-MailboxPermission -Identity {mailbox} -User {oid} -AccessRights FullAccess",
+        ),
+        RemainingCause(
+            "exchange.propagation",
+            "a service principal, permission or consent changed within the last hour has not reached Exchange yet",
+            "when was the last change made? (Exchange caches app permissions for up to an hour)",
+            "wait, then run doctor again",
+        ),
+    ]
+
+
+def smtp_checks(
+    settings: Settings,
+    *,
+    mailbox: str,
+    sender: str,
+    token: str | None,
+    claims: Mapping[str, Any] | None,
+    token_problem: str | None,
+) -> list[Check]:
+    """connect, STARTTLS, AUTH XOAUTH2 as ``mailbox``, MAIL FROM ``sender``, then RSET and QUIT."""
+    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s
+    checks: list[Check] = []
+    where = f"{host}:{port}"
+    try:
+        client = smtplib.SMTP(timeout=timeout)
+        client._host = host  # STARTTLS checks the certificate against it (set only by SMTP(host) otherwise)
+        code, banner = client.connect(host, port)
+    except (OSError, smtplib.SMTPException) as exc:
+        checks.append(Check(
+            "smtp.connect", "smtp: connect", "fail", f"cannot connect to {where}: {exc}",
+            fix=f"check that {where} is reachable from here (firewall egress on port {port}, proxy, DNS; "
+            "OUTBOX_SMTP_HOST / OUTBOX_SMTP_PORT)", cause="network.unreachable",
+        ))
+        return checks + _skip_smtp_after("smtp.connect", "no connection")
+    try:
+        return _smtp_session(client, settings, checks, code, _reply_text(banner), where, mailbox, sender,
+                             token, claims, token_problem)
+    finally:
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
+
+
+def _skip_smtp_after(failed: str, because: str) -> list[Check]:
+    order = [("smtp.connect", "smtp: connect"), ("smtp.starttls", "smtp: STARTTLS"),
+             ("smtp.auth", "smtp: AUTH XOAUTH2"), ("smtp.mail_from", "smtp: MAIL FROM")]
+    ids = [i for i, _ in order]
+    return [_skip(i, t, f"skipped: {because}") for i, t in order[ids.index(failed) + 1:]]
+
+
+def _smtp_session(
+    client: smtplib.SMTP,
+    settings: Settings,
+    checks: list[Check],
+    code: int,
+    banner: str,
+    where: str,
+    mailbox: str,
+    sender: str,
+    token: str | None,
+    claims: Mapping[str, Any] | None,
+    token_problem: str | None,
+) -> list[Check]:
+    if code != 220:
+        err = _classify_reply(code, banner, "connect")
+        checks.append(Check("smtp.connect", "smtp: connect", "fail", f"{where} greeted with {code} {banner}",
+                            fix=err.hint, cause=err.catalog or err.code))
+        return checks + _skip_smtp_after("smtp.connect", "no usable greeting")
+    ehlo_code, _ = client.ehlo()
+    if ehlo_code != 250 or not client.has_extn("starttls"):
+        checks.append(Check(
+            "smtp.connect", "smtp: connect", "fail",
+            f"{where} does not offer STARTTLS (EHLO {ehlo_code}; extensions: {', '.join(sorted(client.esmtp_features))})",
+            fix="OUTBOX_SMTP_HOST/PORT must name Exchange Online's submission endpoint (smtp.office365.com:587)",
+            cause="smtp.no_starttls",
+        ))
+        return checks + _skip_smtp_after("smtp.connect", "STARTTLS not offered")
+    checks.append(Check("smtp.connect", "smtp: connect", "pass", f"{where}: {banner.splitlines()[0][:80]}"))
+
+    try:
+        client.starttls(context=settings.ssl_context())
+    except ssl.SSLError as exc:
+        checks.append(Check(
+            "smtp.starttls", "smtp: STARTTLS", "fail", f"TLS handshake with {where} failed: {exc}",
+            fix="a TLS-intercepting proxy or a missing CA: OUTBOX_CA_BUNDLE must hold the CA that signed the "
+            "server's certificate; TLS 1.2 or newer is required", cause="tls.handshake",
+        ))
+        return checks + _skip_smtp_after("smtp.starttls", "no TLS")
+    except smtplib.SMTPResponseException as exc:
+        err = _classify_reply(exc.smtp_code, _reply_text(exc.smtp_error), "starttls")
+        checks.append(Check("smtp.starttls", "smtp: STARTTLS", "fail",
+                            f"STARTTLS refused: {exc.smtp_code} {_reply_text(exc.smtp_error)}",
+                            fix=err.hint, cause=err.catalog or err.code))
+        return checks + _skip_smtp_after("smtp.starttls", "no TLS")
+    sock = client.sock
+    version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+    client.ehlo()
+    mechanisms = str(client.esmtp_features.get("auth", "")).upper().split()
+    if "XOAUTH2" not in mechanisms:
+        checks.append(Check(
+            "smtp.starttls", "smtp: STARTTLS", "fail",
+            f"{version}, but AUTH XOAUTH2 is not offered after TLS (AUTH {' '.join(mechanisms) or 'none'})",
+            fix="the server is not Exchange Online's submission endpoint (smtp.office365.com:587)",
+            cause="smtp.no_xoauth2",
+        ))
+        return checks + _skip_smtp_after("smtp.starttls", "XOAUTH2 not offered")
+    checks.append(Check("smtp.starttls", "smtp: STARTTLS", "pass", f"{version}; AUTH {' '.join(mechanisms)}",
+                        evidence={"tls": version, "auth": mechanisms}))
+
+    if token is None or claims is None:
+        checks.append(_skip("smtp.auth", "smtp: AUTH XOAUTH2", f"skipped: {token_problem or 'no token'}"))
+        checks.append(_skip("smtp.mail_from", "smtp: MAIL FROM", "skipped: not authenticated"))
+        return checks
+    auth_code, auth_reply = client.docmd("AUTH", "XOAUTH2 " + _xoauth2(mailbox, token))
+    auth_text = _reply_text(auth_reply)
+    if auth_code == 334:
+        # A server that answers with an error challenge wants an empty line before the final reply.
+        auth_code, auth_reply = client.docmd("")
+        auth_text = _reply_text(auth_reply)
+    if auth_code != 235:
+        checks.append(_auth_failure(settings, auth_code, auth_text, mailbox, claims))
+        checks.append(_skip("smtp.mail_from", "smtp: MAIL FROM", "skipped: not authenticated"))
+        return checks
+    checks.append(Check("smtp.auth", "smtp: AUTH XOAUTH2", "pass", f"{auth_code} {auth_text} (user={mailbox})"))
+
+    mail_code, mail_reply = client.mail(sender)
+    mail_text = _reply_text(mail_reply)
+    if mail_code != 250:
+        err = _classify_reply(mail_code, mail_text, "mail")
+        as_other = sender.lower() != mailbox.lower()
+        summary = f"MAIL FROM:<{sender}> refused: {mail_code} {mail_text}"
+        if as_other and err.category == "permission":
+            summary += f" ({mailbox} authenticated, but may not send as {sender})"
+        checks.append(Check("smtp.mail_from", "smtp: MAIL FROM", "fail", summary, fix=err.hint,
+                            cause=err.catalog or err.code, evidence={"reply": f"{mail_code} {mail_text}"}))
+    else:
+        note = f" as {mailbox}" if sender.lower() != mailbox.lower() else ""
+        checks.append(Check("smtp.mail_from", "smtp: MAIL FROM", "pass",
+                            f"<{sender}> accepted{note}; RSET, nothing sent"))
+    with contextlib.suppress(OSError, smtplib.SMTPException):
+        client.rset()
+    return checks
+
+
+def _auth_failure(settings: Settings, code: int, text: str, mailbox: str, claims: Mapping[str, Any]) -> Check:
+    err = _classify_reply(code, text, "auth")
+    title = "smtp: AUTH XOAUTH2"
+    reply = f"{code} {text}"
+    if err.catalog == "smtp.auth_failed" or (code == 535 and "5.7.3" in text and "5.7.139" not in text):
+        ruled_out = (
+            f"ruled out: aud {claims.get('aud')}, role SMTP.SendAsApp, tenant and app ids, token not expired, "
+            f"user={mailbox}, TLS"
+        )
+        return Check(
+            "smtp.auth", title, "fail",
+            f"{reply}: the token is right, so Exchange's own configuration refuses it; Exchange does not say "
+            f"which cause ({ruled_out})",
+            fix="check the remaining causes below, in order (in Exchange Online PowerShell: "
+            f"{CONNECT_PS})",
+            cause=None, evidence={"reply": reply, "ruledOut": ruled_out},
+            remaining=remaining_535_causes(settings, mailbox, claims),
+        )
+    meaning = _entry_meaning(err)
+    return Check("smtp.auth", title, "fail", f"{reply}" + (f": {meaning}" if meaning else ""),
+                 fix=(err.hint or "").replace("<mailbox>", mailbox), cause=err.catalog or err.code,
+                 evidence={"reply": reply})
+
+
+# -- Graph --------------------------------------------------------------------------------------------
+
+
+def graph_probe(
+    settings: Settings, *, mailbox: str, token: str, claims: Mapping[str, Any], http: Any
+) -> Check:
+    """Read at most one message id from Sent Items when the app may read; otherwise say it was not probed."""
+    check_id, title = "graph.mailbox", "graph: mailbox reachable"
+    roles = {str(r) for r in claims.get("roles") or ()}
+    if not roles & set(READ_ROLES):
+        return _skip(check_id, title,
+                     "not probed: the app has no read permission (Mail.ReadBasic is optional), so whether an "
+                     "access policy lets it use this mailbox shows only when sending (--send-test-to ADDR)")
+    from urllib.parse import quote
+
+    url = f"{settings.graph_url}/v1.0/users/{quote(mailbox)}/mailFolders/sentitems/messages"
+    client_request_id = str(uuid.uuid4())
+    try:
+        response = http.get(url, params={"$top": "1", "$select": "id"},
+                            headers={"Authorization": f"Bearer {token}", "client-request-id": client_request_id})
+    except Exception as exc:
+        return Check(check_id, title, "fail", f"cannot reach {settings.graph_url}: {exc}",
+                     fix="check egress to Graph (proxy, firewall, OUTBOX_GRAPH_URL, OUTBOX_CA_BUNDLE)",
+                     cause="network.unreachable")
+    if response.status_code == 200:
+        return Check(check_id, title, "pass",
+                     f"the app may use {mailbox} (read Sent Items); sending is proven only by --send-test-to",
+                     evidence={"requestId": response.headers.get("request-id")})
+    from shared.classify import classify_graph_response
+
+    err = classify_graph_response(response.status_code, response.content, response.headers, operation="listMessages")
+    meaning = _entry_meaning(err)
+    return Check(
+        check_id, title, "fail",
+        f"{response.status_code} {err.code}" + (f": {meaning}" if meaning else "") + (f" ({err.detail})" if err.detail else ""),
+        fix=err.hint, cause=err.catalog or err.code,
+        evidence={"requestId": err.request_id, "clientRequestId": client_request_id},
+    )
+
+
+# -- the whole run ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Probes:
+    """What doctor talks to: outbox's own certificate, token and transport objects (``Senders``)."""
+
+    certificates: CertificateProvider
+    tokens: TokenProvider
+    http: Any
+    send_test: Callable[[Transport, str, str], str] | None = None
+    """(transport, sender, to) -> what the server answered; raises OutboxError. Really sends."""
+    closer: Callable[[], None] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Probes:
+        from shared.senders import Senders
+
+        senders = Senders.from_settings(settings)
+
+        def send_test(transport: Transport, sender: str, to: str) -> str:
+            return send_test_message(senders.transport(transport), sender, to)
+
+        return cls(senders.certificates, senders.tokens, senders.http_client, send_test, senders.close)
+
+    def close(self) -> None:
+        if self.closer is not None:
+            with contextlib.suppress(Exception):  # best effort at the end of a diagnostic run
+                self.closer()
+
+
+def send_test_message(transport: Any, sender: str, to: str) -> str:
+    """One small message through outbox's own transport, exactly as the pipeline sends."""
+    from shared.message import parse_message
+    from shared.message_id import make_message_id
+
+    message_id = f"doctor-{uuid.uuid4().hex}"
+    stamp = _iso(dt.datetime.now(dt.UTC))
+    message = parse_message({
+        "id": message_id,
+        "from": sender,
+        "to": [to],
+        "subject": f"outbox doctor test {stamp}",
+        "text": f"Sent by `outbox doctor --send-test-to` at {stamp} from {sender}. No action needed.",
+    })
+    result = transport.send(message, internet_message_id=make_message_id(message_id, sender), blobs=None)
+    ids = ", ".join(i for i in (result.request_id, result.client_request_id) if i)
+    return f"accepted ({result.path}{'; ' + ids if ids else ''})"
+
+
+def run_doctor(
+    settings: Settings | None,
+    *,
+    mailbox: str,
+    transports: Sequence[Transport],
+    sender: str | None = None,
+    send_test_to: str | None = None,
+    settings_problems: Mapping[str, str] | None = None,
+    probes: Probes | None = None,
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    on_check: Callable[[Check], None] | None = None,
+) -> Report:
+    """Run the checklist for ``mailbox`` (authenticating as it) sending as ``sender`` (default: itself)."""
+    sender = sender or mailbox
+    report = Report(mailbox, sender, tuple(transports))
+
+    def add(check: Check) -> Check:
+        report.checks.append(check)
+        if on_check is not None:
+            on_check(check)
+        return check
+
+    if add(check_settings(settings, settings_problems)).status == "fail" or settings is None:
+        return report
+    add(check_allowed(settings, [mailbox, sender]))
+    own = probes is None
+    probes = probes or Probes.from_settings(settings)
+    try:
+        _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now)
+    finally:
+        if own:
+            probes.close()
+    return report
+
+
+def _run_checks(
+    settings: Settings,
+    probes: Probes,
+    add: Callable[[Check], Check],
+    mailbox: str,
+    sender: str,
+    transports: tuple[Transport, ...],
+    send_test_to: str | None,
+    now: Callable[[], dt.datetime],
+) -> None:
+    vault, material = check_keyvault(settings, probes.certificates)
+    add(vault)
+    blocked: str | None = None
+    if material is None:
+        add(_skip("certificate", "certificate valid", "skipped: the certificate could not be read"))
+        blocked = "the certificate could not be read"
+    else:
+        cert = add(check_certificate(settings, material, now()))
+        if not cert.ok:
+            blocked = f"the certificate is unusable ({cert.cause})"
+
+    for transport in transports:
+        token: str | None = None
+        claims: dict[str, Any] | None = None
+        problem = blocked
+        if blocked:
+            add(_skip(f"{transport}.token", f"{transport}: token acquired", f"skipped: {blocked}"))
+            add(_skip(f"{transport}.claims", f"{transport}: token claims", f"skipped: {blocked}"))
+        else:
+            token_check, token = check_token(settings, probes.tokens, transport)
+            add(token_check)
+            if token is None:
+                problem = f"no {transport} token ({token_check.cause})"
+                add(_skip(f"{transport}.claims", f"{transport}: token claims", f"skipped: {problem}"))
+            else:
+                from shared.tokens import decode_claims
+
+                claims = decode_claims(token)
+                claims_check = add(check_claims(settings, claims, transport, now()))
+                if claims_check.status == "fail":
+                    problem = f"the token cannot work ({claims_check.cause})"
+                    token = None
+        if transport == "smtp":
+            probe = smtp_checks(settings, mailbox=mailbox, sender=sender, token=token, claims=claims,
+                                token_problem=problem)
+        elif token is None or claims is None:
+            probe = [_skip("graph.mailbox", "graph: mailbox reachable", f"skipped: {problem}")]
+        else:
+            probe = [graph_probe(settings, mailbox=mailbox, token=token, claims=claims, http=probes.http)]
+        for check in probe:
+            add(check)
+        failed = next((c for c in probe if c.status == "fail"), None)
+        if token is not None and failed is not None:
+            problem, token = f"{failed.title} failed", None
+        _send_test(add, probes, transport, mailbox, sender, send_test_to, token, problem)
+
+
+def _send_test(
+    add: Callable[[Check], Check],
+    probes: Probes,
+    transport: Transport,
+    mailbox: str,
+    sender: str,
+    send_test_to: str | None,
+    token: str | None,
+    problem: str | None,
+) -> None:
+    check_id, title = f"{transport}.send", f"{transport}: test message sent"
+    if not send_test_to:
+        add(_skip(check_id, title, "not requested (--send-test-to ADDR really sends one message)"))
+        return
+    if token is None:
+        add(_skip(check_id, title, f"skipped: {problem or 'no usable token'}"))
+        return
+    if probes.send_test is None:
+        add(_skip(check_id, title, "skipped: no sender available"))
+        return
+    started = time.monotonic()
+    try:
+        what = probes.send_test(transport, sender, send_test_to)
+    except OutboxError as exc:
+        meaning = _entry_meaning(exc)
+        add(Check(check_id, title, "fail",
+                  f"{exc.status or ''} {exc.code}".strip() + (f": {meaning}" if meaning else "")
+                  + (f" ({exc.detail})" if exc.detail else ""),
+                  fix=exc.hint, cause=exc.catalog or exc.code,
+                  evidence={"requestId": exc.request_id}))
+        return
+    except OSError as exc:
+        add(Check(check_id, title, "fail", f"sending failed: {exc}", cause="network.unreachable"))
+        return
+    add(Check(check_id, title, "pass", f"{what} to {send_test_to} in {time.monotonic() - started:.1f} s"))
