@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 PFX = "application/x-pkcs12"
 PEM = "application/x-pem-file"
 
-# Inside the expiry margin the vault is asked again at most this often (a new version may appear
-# at any moment, but a vault without one must not be asked on every message).
-_EXPIRING_RECHECK_FRACTION = 0.01
+# Inside the expiry margin the vault is asked again after a tenth of the remaining lifetime (at most
+# every OUTBOX_CERT_REFRESH_S, at least 1 s apart): more often as expiry nears, never per message.
+_EXPIRING_RECHECK_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
@@ -211,9 +211,9 @@ class CertificateProvider:
         age = self._clock() - self._read_at
         if age >= self._settings.cert_refresh_s:
             return True
-        margin = self._settings.cert_expiry_margin_s
-        if material.expires_in(self._now()) <= margin:
-            recheck = max(1.0, min(self._settings.cert_refresh_s, margin * _EXPIRING_RECHECK_FRACTION))
+        remaining = material.expires_in(self._now())
+        if remaining <= self._settings.cert_expiry_margin_s:
+            recheck = max(1.0, min(self._settings.cert_refresh_s, remaining * _EXPIRING_RECHECK_FRACTION))
             return age >= recheck
         return False
 
@@ -256,14 +256,23 @@ class CertificateProvider:
                 )
             from azure.keyvault.secrets import SecretClient
 
-            verify = {"connection_verify": settings.ca_bundle} if settings.ca_bundle else {}
+            transport: dict[str, Any] = {
+                # azure-core waits 300 s by default; a vault that does not answer must fail like any
+                # other service, and one quick retry covers a blip: the pipeline re-queues the rest.
+                "connection_timeout": min(10.0, settings.http_timeout_s),
+                "read_timeout": settings.http_timeout_s,
+                "retry_total": 1,
+                "retry_backoff_factor": 0.2,
+            }
+            if settings.ca_bundle:
+                transport["connection_verify"] = settings.ca_bundle
             if self._credential is None:
                 from azure.identity import DefaultAzureCredential
 
                 # On Functions, AZURE_CLIENT_ID selects the user-assigned identity; nothing here
                 # turns the SDK's challenge-resource domain check off.
-                self._credential = DefaultAzureCredential(**verify)
-            self._client = SecretClient(settings.keyvault_url, self._credential, **verify)
+                self._credential = DefaultAzureCredential(**transport)
+            self._client = SecretClient(settings.keyvault_url, self._credential, **transport)
         return self._client
 
     def _read(self) -> CertificateMaterial:

@@ -1,0 +1,73 @@
+"""Helpers shared by the transport integration tests (certificates, tokens, Graph, SMTP).
+
+The fakes run in process (``harness.up.Harness``); outbox reaches them exactly as in production:
+DefaultAzureCredential through IDENTITY_ENDPOINT/IDENTITY_HEADER, MSAL against the fake authority,
+httpx/smtplib with the harness CA bundle given explicitly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from shared.settings import Settings, load_settings
+
+# Time-based behaviour shrunk so tests run in seconds.
+FAST = {
+    "OUTBOX_HTTP_TIMEOUT_S": "5",
+    "OUTBOX_SMTP_TIMEOUT_S": "5",
+    "OUTBOX_PACING_MAX_WAIT_S": "0.5",
+    "OUTBOX_BACKOFF_BASE_S": "1",
+}
+SENDER = "sender@contoso.example"
+
+
+def settings_for(harness: Any, **overrides: str) -> Settings:
+    values = dict(harness.settings_values())
+    values.update(FAST)
+    values.update(overrides)
+    return load_settings(values, require_storage=False)
+
+
+@contextlib.contextmanager
+def identity_environment(harness: Any) -> Iterator[None]:
+    """The managed-identity variables the Functions platform sets (DefaultAzureCredential reads them)."""
+    values = harness.settings_values()
+    names = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: values[name] for name in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+class MemoryBlobs:
+    """A BlobSource over a dict; records how it was read (the streaming test checks chunk sizes)."""
+
+    def __init__(self, blobs: Mapping[str, bytes], *, chunk: int = 1_000_000) -> None:
+        self.blobs = dict(blobs)
+        self.chunk = chunk
+        self.read_all_calls: list[str] = []
+        self.largest_chunk = 0
+
+    def size(self, ref: str) -> int:
+        return len(self.blobs[ref])
+
+    def read_chunks(self, ref: str, chunk_size: int) -> Iterator[bytes]:
+        data = self.blobs[ref]
+        # Deliberately not the requested size: the transport must re-cut ranges itself.
+        for start in range(0, len(data), self.chunk):
+            piece = data[start : start + self.chunk]
+            self.largest_chunk = max(self.largest_chunk, len(piece))
+            yield piece
+
+    def read_all(self, ref: str) -> bytes:
+        self.read_all_calls.append(ref)
+        return self.blobs[ref]
