@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import functools
 import hashlib
 import ssl
 from collections.abc import Iterable
@@ -117,8 +118,17 @@ class AppCertificate:
         )
 
     def pfx_base64(self, password: bytes | None = None) -> str:
-        """The value of a Key Vault certificate's secret (content type application/x-pkcs12)."""
+        """The value of a Key Vault certificate's secret (content type application/x-pkcs12).
+
+        Without a password the value is made once: PKCS#12 salts are random, and a vault returns the same
+        bytes for a version every time."""
+        if password is None:
+            return self._stable_pfx_base64
         return base64.b64encode(self.pfx(password)).decode("ascii")
+
+    @functools.cached_property
+    def _stable_pfx_base64(self) -> str:
+        return base64.b64encode(self.pfx()).decode("ascii")
 
     def msal_credential(self, *, with_thumbprint: bool = True) -> dict[str, str]:
         """MSAL's ``client_credential`` dict: thumbprint -> RS256/x5t, without -> PS256/x5t#S256."""
