@@ -13,6 +13,7 @@ Trust is always explicit: the client is given the shared SSLContext, so ``SSL_CE
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,22 @@ class MsalHttpClient:
 
     def __init__(self, client: httpx.Client) -> None:
         self._client = client
+        # MSAL turns a failed OIDC discovery into a ValueError without the body; the body (with the
+        # AADSTS code, e.g. 90002 tenant not found) is kept here, per thread, for the classifier.
+        self._last_error = threading.local()
+
+    def last_error(self) -> HttpStatusError | None:
+        """The last 4xx/5xx answer this thread received (None after a success)."""
+        return getattr(self._last_error, "value", None)
+
+    def _remember(self, response: httpx.Response) -> _MsalResponse:
+        wrapped = _MsalResponse(response)
+        self._last_error.value = (
+            HttpStatusError(wrapped.status_code, wrapped.text, wrapped.headers, wrapped.url)
+            if wrapped.status_code >= 400
+            else None
+        )
+        return wrapped
 
     def post(
         self,
@@ -111,7 +128,7 @@ class MsalHttpClient:
             request["data"] = {k: v.decode() if isinstance(v, bytes) else v for k, v in data.items()}
         elif data is not None:
             request["content"] = data
-        return _MsalResponse(self._client.post(url, **request))
+        return self._remember(self._client.post(url, **request))
 
     def get(
         self,
@@ -120,7 +137,7 @@ class MsalHttpClient:
         headers: Mapping[str, str] | None = None,
         **_: Any,
     ) -> _MsalResponse:
-        return _MsalResponse(self._client.get(url, params=params, headers=headers))
+        return self._remember(self._client.get(url, params=params, headers=headers))
 
     def close(self) -> None:
         """The shared client belongs to the process bundle (``Senders``), which closes it."""

@@ -190,6 +190,7 @@ class TokenProvider:
             self._http = build_client(settings)
         if self._cache is None:
             self._cache = msal.TokenCache()
+        adapter = MsalHttpClient(self._http)
         try:
             # OIDC discovery runs in the constructor: once per certificate, not per message.
             return msal.ConfidentialClientApplication(
@@ -197,13 +198,16 @@ class TokenProvider:
                 client_credential=material.msal_credential(),
                 authority=settings.authority,
                 token_cache=self._cache,
-                http_client=MsalHttpClient(self._http),
+                http_client=adapter,
                 # Instance discovery asks login.microsoftonline.com about the authority host; an
                 # authority that is not Microsoft's (the harness, a proxy) cannot be looked up.
                 instance_discovery=settings.uses_microsoft_authority,
             )
         except OutboxError:
             raise
+        except ValueError as exc:
+            answer = adapter.last_error()
+            raise _classify_exception(answer or exc) from exc
         except Exception as exc:
             raise _classify_exception(exc) from exc
 
@@ -236,11 +240,7 @@ def _classify_exception(exc: Exception) -> OutboxError:
         sent = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
         return classify.classify_transport_exception(exc, transport="entra", request_sent=sent)
     if isinstance(exc, ValueError):
-        # MSAL raises ValueError when OIDC discovery answers 4xx (unknown tenant, wrong authority):
-        # its text carries the body, e.g. AADSTS90002.
-        body = _json_in(str(exc))
-        if body:
-            return classify.classify_entra_error(body, status=400)
+        # MSAL's ValueError for a failed discovery when no answer was kept (e.g. a bad document).
         return OutboxError(
             "config",
             "entra.discovery_failed",
@@ -249,15 +249,3 @@ def _classify_exception(exc: Exception) -> OutboxError:
             hint="check OUTBOX_TENANT_ID and OUTBOX_AUTHORITY_HOST / OUTBOX_CLOUD",
         )
     return classify.classify_transport_exception(exc, transport="entra", request_sent=True)
-
-
-def _json_in(text: str) -> dict[str, Any] | None:
-    start = text.find("{")
-    while start != -1:
-        try:
-            value, _ = json.JSONDecoder().raw_decode(text[start:])
-        except ValueError:
-            start = text.find("{", start + 1)
-            continue
-        return value if isinstance(value, dict) else None
-    return None

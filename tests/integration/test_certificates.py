@@ -6,8 +6,6 @@ import datetime as dt
 
 import pytest
 
-from harness.scenario import Scenario
-from harness.up import Harness
 from shared.certificates import CertificateProvider
 from shared.errors import OutboxError
 from tests.integration.transport_support import identity_environment, settings_for
@@ -15,17 +13,19 @@ from tests.integration.transport_support import identity_environment, settings_f
 SECRET_GET = "GET /secrets/{name}/"
 
 
-@pytest.fixture(scope="module")
-def fakes(tmp_path_factory):
-    with Harness.start(Scenario.default(), tmp_path_factory.mktemp("harness")) as h:
-        yield h
+@pytest.fixture
+def fakes(harness):
+    """The session harness (reset before each test) with the managed-identity variables set."""
+    with identity_environment(harness):
+        yield harness
 
 
-@pytest.fixture(autouse=True)
-def clean(fakes):
-    with identity_environment(fakes):
-        yield
-    fakes.reset()
+@pytest.fixture
+def own_fakes(harness_factory):
+    """A harness of this test's own: rotation changes the vault for good."""
+    started = harness_factory()
+    with identity_environment(started):
+        yield started
 
 
 def vault_reads(fakes) -> int:
@@ -58,7 +58,8 @@ def test_pem_secret_gives_the_same_certificate(fakes):
     assert pem.public_cert_pem == pfx.public_cert_pem
 
 
-def test_rotation_is_picked_up_after_invalidate(fakes):
+def test_rotation_is_picked_up_after_invalidate(own_fakes):
+    fakes = own_fakes
     certs = provider(fakes)
     before = certs.get()
     rotated = fakes.rotate_certificate(keep_old=False)
