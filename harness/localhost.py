@@ -162,12 +162,21 @@ class IndexedFunction:
         return next(b for b in self.bindings if b.type.lower().endswith("trigger"))
 
 
+_INDEXED: dict[int, tuple[Any, list[IndexedFunction]]] = {}
+
+
 def indexed_functions(app: Any) -> list[IndexedFunction]:
+    """The app's functions with their bindings. The worker calls ``get_functions()`` once per process (a
+    second call fails its unique-name check), so the result is kept per app object."""
+    cached = _INDEXED.get(id(app))
+    if cached is not None and cached[0] is app:
+        return cached[1]
     out: list[IndexedFunction] = []
     for f in app.get_functions():
         spec = json.loads(f.get_function_json())
         bindings = [Binding(b["name"], b["type"], str(b.get("direction", "")).lower(), b) for b in spec["bindings"]]
         out.append(IndexedFunction(f.get_function_name(), f.get_user_function(), bindings))
+    _INDEXED[id(app)] = (app, out)
     return out
 
 
