@@ -80,6 +80,8 @@ class Check:
     evidence: dict[str, Any] = field(default_factory=dict)
     remaining: list[RemainingCause] = field(default_factory=list)
     """When a failure has several possible causes: the ones not ruled out."""
+    detail: str = ""
+    """The server's own words (redacted), when they add to the summary."""
 
     @property
     def ok(self) -> bool:
@@ -91,6 +93,8 @@ class Check:
             out["fix"] = self.fix
         if self.cause:
             out["cause"] = self.cause
+        if self.detail:
+            out["detail"] = self.detail
         if self.evidence:
             out["evidence"] = self.evidence
         if self.remaining:
@@ -149,6 +153,26 @@ def _entry_meaning(error: OutboxError) -> str:
         return ""
 
 
+def _describe(error: OutboxError) -> str:
+    """``<status> <code>: <what it means>``, short; the server's full words go to ``Check.detail``."""
+    head = " ".join(str(p) for p in (error.status, error.code) if p not in (None, ""))
+    meaning = _entry_meaning(error)
+    if not meaning and error.detail:
+        meaning = error.detail
+        for prefix in (f"{head}: ", f"{error.code}: ", f"{error.status}: "):
+            meaning = meaning.removeprefix(prefix)
+        meaning = meaning if len(meaning) <= 160 else meaning[:159] + "…"
+    return f"{head}: {meaning}" if meaning else head
+
+
+def personalize(text: str, known: Mapping[str, str | None]) -> str:
+    """Fill the catalog's ``<placeholders>`` (``<mailbox>``, ``<client id>``...) with this run's values."""
+    for placeholder, value in known.items():
+        if value:
+            text = text.replace(placeholder, value)
+    return text
+
+
 # -- settings -----------------------------------------------------------------------------------------
 
 
@@ -203,12 +227,10 @@ def check_keyvault(settings: Settings, provider: CertificateProvider) -> tuple[C
         # The unchecked read: doctor reports an expired certificate's dates instead of only refusing it.
         material = provider._read()
     except OutboxError as exc:
-        meaning = _entry_meaning(exc)
         return Check(
             "keyvault", title, "fail",
-            f"cannot read {settings.cert_name!r} from {settings.keyvault_url}: {exc.code}"
-            + (f" ({meaning})" if meaning else "") + (f": {exc.detail}" if exc.detail else ""),
-            fix=exc.hint, cause=exc.catalog or exc.code,
+            f"cannot read {settings.cert_name!r} from {settings.keyvault_url}: {_describe(exc)}",
+            fix=exc.hint, cause=exc.catalog or exc.code, detail=exc.detail or "",
             evidence={"status": exc.status, "code": exc.code},
         ), None
     return Check(
@@ -293,17 +315,13 @@ def check_token(settings: Settings, tokens: TokenProvider, transport: Transport)
     try:
         token = tokens.token(exp.scope)
     except OutboxError as exc:
-        meaning = _entry_meaning(exc)
-        fix = exc.hint
         special = _TOKEN_CAUSES.get(exc.code)
-        if special:
-            fix = special.format(scope=exp.scope, cloud=settings.cloud) + (f". {exc.hint}" if exc.hint else "")
+        fix = special.format(scope=exp.scope, cloud=settings.cloud) if special else exc.hint
         return Check(
-            check_id, title, "fail",
-            f"Entra refused the token for {exp.scope}: {exc.code}" + (f" = {meaning}" if meaning else "")
-            + (f" ({exc.detail})" if exc.detail else ""),
-            fix=fix, cause=exc.catalog or exc.code,
-            evidence={"code": exc.code, "status": exc.status, "requestId": exc.request_id, "scope": exp.scope},
+            check_id, title, "fail", f"no token for {exp.scope}: {_describe(exc)}",
+            fix=fix, cause=exc.catalog or exc.code, detail=exc.detail or "",
+            evidence={"code": exc.code, "status": exc.status, "traceId": exc.request_id,
+                      "correlationId": exc.client_request_id, "scope": exp.scope},
         ), None
     return Check(check_id, title, "pass", f"scope {exp.scope}, expires {_iso(token.expires_on)}",
                  evidence={"scope": exp.scope}), token.token
@@ -606,12 +624,10 @@ def graph_probe(
                      evidence={"requestId": response.headers.get("request-id")})
     from shared.classify import classify_graph_response
 
-    err = classify_graph_response(response.status_code, response.content, response.headers, operation="listMessages")
-    meaning = _entry_meaning(err)
+    err = classify_graph_response(response.status_code, response.content, response.headers, operation="lookup")
     return Check(
-        check_id, title, "fail",
-        f"{response.status_code} {err.code}" + (f": {meaning}" if meaning else "") + (f" ({err.detail})" if err.detail else ""),
-        fix=err.hint, cause=err.catalog or err.code,
+        check_id, title, "fail", f"reading {mailbox}'s Sent Items: {_describe(err)}",
+        fix=err.hint, cause=err.catalog or err.code, detail=err.detail or "",
         evidence={"requestId": err.request_id, "clientRequestId": client_request_id},
     )
 
@@ -682,7 +698,15 @@ def run_doctor(
     sender = sender or mailbox
     report = Report(mailbox, sender, tuple(transports))
 
+    known: dict[str, str | None] = {
+        "<mailbox>": mailbox, "<from address>": sender, "<from>": sender, "<sending mailbox>": mailbox,
+        "<sending mailbox or service principal>": mailbox,
+        "<client id>": settings.client_id if settings else None,
+        "<application (client) id>": settings.client_id if settings else None,
+    }
+
     def add(check: Check) -> Check:
+        check.fix = personalize(check.fix, known)
         report.checks.append(check)
         if on_check is not None:
             on_check(check)
@@ -694,7 +718,7 @@ def run_doctor(
     own = probes is None
     probes = probes or Probes.from_settings(settings)
     try:
-        _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now)
+        _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now, known)
     finally:
         if own:
             probes.close()
@@ -710,6 +734,7 @@ def _run_checks(
     transports: tuple[Transport, ...],
     send_test_to: str | None,
     now: Callable[[], dt.datetime],
+    known: dict[str, str | None],
 ) -> None:
     vault, material = check_keyvault(settings, probes.certificates)
     add(vault)
@@ -739,6 +764,8 @@ def _run_checks(
                 from shared.tokens import decode_claims
 
                 claims = decode_claims(token)
+                oid = str(claims.get("oid") or "") or None
+                known.update({"<service principal object id>": oid, "<service principal id>": oid})
                 claims_check = add(check_claims(settings, claims, transport, now()))
                 if claims_check.status == "fail":
                     problem = f"the token cannot work ({claims_check.cause})"
@@ -782,12 +809,9 @@ def _send_test(
     try:
         what = probes.send_test(transport, sender, send_test_to)
     except OutboxError as exc:
-        meaning = _entry_meaning(exc)
-        add(Check(check_id, title, "fail",
-                  f"{exc.status or ''} {exc.code}".strip() + (f": {meaning}" if meaning else "")
-                  + (f" ({exc.detail})" if exc.detail else ""),
-                  fix=exc.hint, cause=exc.catalog or exc.code,
-                  evidence={"requestId": exc.request_id}))
+        add(Check(check_id, title, "fail", f"refused: {_describe(exc)}", fix=exc.hint,
+                  cause=exc.catalog or exc.code, detail=exc.detail or "",
+                  evidence={"requestId": exc.request_id, "clientRequestId": exc.client_request_id}))
         return
     except OSError as exc:
         add(Check(check_id, title, "fail", f"sending failed: {exc}", cause="network.unreachable"))

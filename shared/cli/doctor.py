@@ -114,6 +114,8 @@ def _wrap(text: str, indent: str) -> str:
 
 def _print_check(out: Any, check: Check) -> None:
     out.line(f"{STATUS_WORDS[check.status]}  {check.title:<30} {check.summary}")
+    if check.status in ("fail", "warn") and check.detail and check.detail not in check.summary:
+        out.line(_wrap(f"server said: {check.detail}", "      "))
     if check.status in ("fail", "warn") and check.fix:
         out.line(_wrap(f"fix: {check.fix}", "      "))
     if check.remaining:
