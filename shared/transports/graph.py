@@ -82,7 +82,8 @@ class GraphTransport:
         sized = self._with_sizes(message, blobs)
         plan = render_graph.plan_send(
             sized,
-            large_attachment_bytes=self._settings.large_attachment_bytes,
+            # Graph refuses upload sessions under 3 MB: a lower setting cannot move attachments there.
+            large_attachment_bytes=max(self._settings.large_attachment_bytes, render_graph.LARGE_ATTACHMENT_BYTES),
             max_request_bytes=MAX_REQUEST_BYTES,
         )
         if not plan.use_draft:
