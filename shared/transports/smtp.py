@@ -333,19 +333,16 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         settings = self._settings
-        smtp = smtplib.SMTP(local_hostname=self._local_hostname, timeout=settings.smtp_timeout_s)
         try:
-            code, text = smtp.connect(settings.smtp_host, settings.smtp_port)
-        except smtplib.SMTPConnectError as exc:
-            _close_quietly(smtp)
+            # Connecting in the constructor also records the host name STARTTLS verifies.
+            return smtplib.SMTP(
+                settings.smtp_host, settings.smtp_port, local_hostname=self._local_hostname,
+                timeout=settings.smtp_timeout_s,
+            )
+        except smtplib.SMTPConnectError as exc:  # a banner other than 220
             raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage="connect") from exc
-        except (smtplib.SMTPServerDisconnected, OSError) as exc:
-            _close_quietly(smtp)
+        except (smtplib.SMTPException, OSError) as exc:
             raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
-        if code != 220:
-            _close_quietly(smtp)
-            raise classify.classify_smtp_reply(code, _text(text), stage="connect")
-        return smtp
 
     def _authenticate(self, smtp: smtplib.SMTP, mailbox: str, token: str) -> None:
         stage = "ehlo"
