@@ -81,7 +81,8 @@ class Outcome:
         return self.error.code if self.error else None
 
 
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+# Quoted excerpts of two or more characters (a lone quoted "{" is the validator's own wording).
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.){2,}'|\"(?:[^\"\\]|\\.){2,}\"")
 
 
 def invalid_error(exc: Exception, *, unreadable: bool = False) -> OutboxError:

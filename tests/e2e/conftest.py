@@ -33,7 +33,7 @@ FAST_SETTINGS = {
     "OUTBOX_BACKOFF_MAX_S": "2",
     "OUTBOX_RETRY_AFTER_MAX_S": "10",
     "OUTBOX_MAX_ATTEMPTS": "4",
-    "OUTBOX_LEASE_S": "30",
+    "OUTBOX_LEASE_S": "5",
     "OUTBOX_HTTP_TIMEOUT_S": "5",
     "OUTBOX_SMTP_TIMEOUT_S": "5",
     "OUTBOX_PACING_MAX_WAIT_S": "0.5",
@@ -118,7 +118,7 @@ class Stack:
             self.host.wait_until(lambda: False, 0.1)
         return got
 
-    def wait_idle(self, timeout: float = 10.0) -> None:
+    def wait_idle(self, timeout: float = 20.0) -> None:
         """Until the work queue is empty (including delayed messages) and nothing runs."""
         def idle() -> bool:
             props = self.queue.get_queue_properties()

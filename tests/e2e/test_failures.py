@@ -1,0 +1,126 @@
+"""The failures a user meets first, end to end: what is retried, what is poisoned, with which hint."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import OTHER, Stack, mail
+
+GRAPH_SEND = "sendMail"
+
+
+def _graph_statuses(stack: Stack) -> list[tuple[int | str, float]]:
+    return [(r.status, r.time) for r in stack.harness.state.requests(service="graph") if GRAPH_SEND in r.operation]
+
+
+def test_access_policy_403_is_poisoned_as_permission(stack: Stack) -> None:
+    stack.enqueue(mail(id="raop-1", **{"from": OTHER}))
+    [env] = stack.poison()
+    assert isinstance(env, dict) and env["schema"] == "outbox.poison/1"
+    assert env["error"]["category"] == "permission" and env["error"]["status"] == 403
+    assert env["attempts"] == 1 and env["message"]["id"] == "raop-1"
+    assert "polic" in env["error"]["hint"].lower() or "scope" in env["error"]["hint"].lower()
+    row = stack.wait_state("raop-1", "poisoned")
+    assert row.last_category == "permission" and row.last_hint == env["error"]["hint"]
+    assert stack.harness.deliveries() == []
+
+
+def test_429_is_delivered_after_retry_after_not_before(stack: Stack) -> None:
+    stack.harness.set_fault(service="graph", catalog="graph.too_many_requests", retry_after=2, times=1)
+    stack.enqueue(mail(id="thr-1"))
+    row = stack.wait_state("thr-1", "sent", timeout=30)
+    assert row.attempts == 2
+    statuses = _graph_statuses(stack)
+    throttled_at = next(t for s, t in statuses if s == 429)
+    [delivery] = stack.harness.deliveries(transport="graph")
+    assert delivery.time - throttled_at >= 2.0
+
+
+def test_503_is_delivered_after_backoff(stack: Stack) -> None:
+    stack.harness.set_fault(service="graph", catalog="graph.service_unavailable", times=1)
+    stack.enqueue(mail(id="u503"))
+    row = stack.wait_state("u503", "sent", timeout=30)
+    assert row.attempts == 2 and row.last_code is not None
+    assert len(stack.harness.deliveries(transport="graph")) == 1
+    statuses = _graph_statuses(stack)
+    failed_at = next(t for s, t in statuses if s == 503)
+    # OUTBOX_BACKOFF_BASE_S=1: the first retry waits between 0.5 and 1 s (whole seconds on the queue).
+    assert stack.harness.deliveries()[0].time - failed_at >= 0.5
+
+
+def test_invalid_and_non_json_are_poisoned_at_once_without_network_calls(stack: Stack) -> None:
+    stack.enqueue(mail(id="inv-1", to=["nobody"]))
+    stack.enqueue("this is not json at all")
+    envs = stack.poison(count=2)
+    assert {e["error"]["category"] for e in envs} == {"invalid_message"}  # type: ignore[index]
+    assert sorted(e["attempts"] for e in envs) == [1, 1]  # type: ignore[index]
+    raw = next(e for e in envs if isinstance(e["message"], str))  # type: ignore[index]
+    assert raw["message"] == "this is not json at all"  # type: ignore[index]
+    counters = stack.harness.state.counters()
+    assert not any(counters.get(s, {}).get("total") for s in ("graph", "smtp", "entra", "keyvault", "msi"))
+    assert stack.host.stats.failed == 0
+
+
+def test_the_same_id_enqueued_twice_is_delivered_once(stack: Stack) -> None:
+    stack.enqueue(mail(id="twice-1"))
+    stack.enqueue(mail(id="twice-1"))
+    stack.wait_state("twice-1", "sent")
+    stack.wait_idle()
+    assert len(stack.harness.deliveries()) == 1
+
+
+def test_ambiguous_504_is_not_sent_twice(stack: Stack) -> None:
+    # The fake accepts the message, then answers 504 as Graph's gateway does after a slow backend.
+    stack.harness.set_fault(service="graph", action="drop_after_body", times=1)
+    stack.enqueue(mail(id="amb-1"))
+    row = stack.wait_state("amb-1", "sent", timeout=30)
+    assert row.sent_via == "lookup" and row.attempts == 2
+    stack.wait_idle()
+    assert len(stack.harness.deliveries(transport="graph")) == 1
+
+
+def test_504_reply_without_delivery_is_sent_after_the_lookup_finds_nothing(stack: Stack) -> None:
+    stack.harness.set_fault(service="graph", catalog="graph.gateway_timeout", times=1, operation="sendMail")
+    stack.enqueue(mail(id="amb-2"))
+    row = stack.wait_state("amb-2", "sent", timeout=30)
+    assert row.sent_via == "send" and row.attempts == 2 and not row.possibly_duplicated
+    assert len(stack.harness.deliveries(transport="graph")) == 1
+
+
+def test_keyvault_down_for_a_while_is_retried_then_sent(stack: Stack) -> None:
+    rule = stack.harness.set_fault(service="keyvault", action="down")
+    stack.enqueue(mail(id="kv-1"))
+    row = stack.wait_state("kv-1", "retrying", timeout=30)
+    assert row.last_category in ("transient", "config", "unknown") and row.attempts >= 1
+    stack.harness.runtime.faults.remove(rule.id)
+    row = stack.wait_state("kv-1", "sent", timeout=30)
+    assert row.attempts >= 2
+    assert len(stack.harness.deliveries()) == 1
+
+
+def test_5_mb_blob_attachment_goes_through_an_upload_session(stack: Stack) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    container = stack.values["OUTBOX_ATTACHMENTS_CONTAINER"]
+    blobs = BlobServiceClient.from_connection_string(stack.azurite.connection_string)
+    blobs.create_container(container)
+    payload = bytes(range(256)) * (5 * 1024 * 1024 // 256)
+    blobs.get_blob_client(container, "reports/big.bin").upload_blob(payload)
+    stack.enqueue(mail(id="big-1", attachments=[{"name": "big.bin", "contentType": "application/octet-stream",
+                                                  "blob": f"{container}/reports/big.bin"}]))
+    row = stack.wait_state("big-1", "sent", timeout=60)
+    assert row.attempts == 1
+    ops = [r.operation for r in stack.harness.state.requests(service="graph")]
+    assert any("createUploadSession" in op for op in ops), ops
+    [delivery] = stack.harness.deliveries(transport="graph")
+    assert delivery.saved_to_sent_items
+
+
+def test_bad_input_never_crashes_the_function(stack: Stack) -> None:
+    # (Control characters cannot travel: the queue API is XML, and Azure rejects them at send time.)
+    bodies = ["", " ", "null", "[]", "[1,2]", '"a string"', "{", "{}", '{"from": 5}', "\u00e9t\u00e9",
+              "eyJhIjoxfQ==", "e30=", "{" * 5000 + "}" * 5000, '{"from":"a@contoso.example","to":[{"address":[]}]}',
+              '{"id":"../../etc","from":"sender@contoso.example","to":["a@b.example"],"text":"x"}']
+    for body in bodies:
+        stack.enqueue(body)
+    envs = stack.poison(count=len(bodies), timeout=30)
+    assert all(isinstance(e, dict) and e["error"]["category"] == "invalid_message" for e in envs)
+    assert stack.host.stats.failed == 0
