@@ -81,8 +81,9 @@ class Outcome:
         return self.error.code if self.error else None
 
 
-# Quoted excerpts of two or more characters (a lone quoted "{" is the validator's own wording).
-_QUOTED = re.compile(r"'(?:[^'\\]|\\.){2,}'|\"(?:[^\"\\]|\\.){2,}\"")
+# Where shared.message quotes an excerpt of an undecodable body: "received N characters: '...'",
+# "first bytes b'...'", "decodes to something that is not a JSON object: '...'".
+_EXCERPT = re.compile(r"""((?:characters|bytes|object):? b?)('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
 
 
 def invalid_error(exc: Exception, *, unreadable: bool = False) -> OutboxError:
@@ -92,7 +93,7 @@ def invalid_error(exc: Exception, *, unreadable: bool = False) -> OutboxError:
     because body text never goes into logs or error fields (the envelope keeps the raw text itself)."""
     detail = str(exc)
     if unreadable:
-        detail = _QUOTED.sub("'…'", detail)
+        detail = _EXCERPT.sub(r"\1'…'", detail)
     return OutboxError(
         "invalid_message",
         "invalid_message",
