@@ -62,6 +62,8 @@ _EXCHANGE_WORDING = {
     "503 Error: need MAIL command": "503 5.5.1 Bad sequence of commands",
     "503 Error: need RCPT command": "503 5.5.1 Bad sequence of commands",
     "503 Error: nested MAIL command": "503 5.5.1 Bad sequence of commands",
+    "503 Error: send HELO first": "503 5.5.2 Send hello first",
+    "503 Error: send EHLO first": "503 5.5.2 Send hello first",
 }
 
 
@@ -177,6 +179,9 @@ class ExchangeSMTP(SMTP):
         )
         self.command_size_limits = collections.defaultdict(lambda: COMMAND_LINE_LIMIT)
         self.command_size_limits["AUTH"] = AUTH_LINE_LIMIT
+        # Before (re-)EHLO aiosmtpd applies this one limit to every line; a long AUTH line sent without
+        # EHLO after STARTTLS must reach the "send hello first" answer, not "line too long".
+        self.command_size_limit = AUTH_LINE_LIMIT
 
     # -- plumbing -------------------------------------------------------------------------------------
     @property

@@ -97,6 +97,16 @@ def test_ehlo_before_and_after_tls(connect) -> None:
     assert not client.has_extn("starttls")
 
 
+def test_auth_without_ehlo_after_starttls(harness: Harness, connect, tls: ssl.SSLContext) -> None:
+    """smtplib.auth() does not EHLO again after STARTTLS, and it returns a 503 as if it were success."""
+    client = connect(starttls=False, login=False)
+    client.starttls(context=tls)
+    token = harness.mint_token("exchange")
+    assert client.auth("XOAUTH2", lambda challenge=None: xoauth2(SENDER, token)) == (503, b"5.5.2 Send hello first")
+    client.ehlo()
+    assert client.docmd("MAIL", f"FROM:<{SENDER}>") == expected("smtp.not_authenticated")
+
+
 def test_xoauth2_send_is_delivered_with_envelope_and_mime(harness: Harness, connect) -> None:
     client = connect()
     refused = client.send_message(mail(Cc="cc@fabrikam.example"), to_addrs=["to@fabrikam.example", "cc@fabrikam.example"])
