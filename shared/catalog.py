@@ -63,6 +63,8 @@ class CatalogEntry:
     refresh_credentials: bool = False
     # This row answers for its status (SMTP reply code / HTTP status) when no code-level row matches.
     status_default: bool = False
+    # SMTP: this row answers for unrecognised replies of its class (4xx/5xx) at its stage.
+    stage_default: bool = False
     # Not a known server text: the classifier's answer when nothing specific matched.
     fallback: bool = False
     # Graph: the body carries innerError (Graph always does; Outlook REST, e.g. the upload URL, does not).
@@ -562,6 +564,16 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "what else sends from it",
         source=f"{_REF} §1 (codes 5.7.606-649); wording: assumption", meaning="banned sending IP",
         defaults=(("ip", "203.0.113.10"),),
+    ),
+    _smtp(
+        "smtp.recipient_rejected", 550, "5.1.10",
+        "RESOLVER.ADR.RecipientNotFound; Recipient {recipient} not found by SMTP address lookup",
+        "recipient", retryable=False, stage="rcpt", stage_default=True,
+        hint="a recipient was refused at RCPT TO (Exchange usually accepts and sends an NDR later): fix the "
+        "address in the message",
+        source="OfficeDocs-Exchange NDR 5.1.10 (wording); refused at RCPT rather than by NDR: assumption; "
+        "also outbox's answer for any unrecognised 5xx at RCPT",
+        meaning="recipient refused", defaults=(("recipient", "nobody@contoso.example"),),
     ),
     _smtp(
         "smtp.transient_reply", 450, "4.0.0", "Temporary failure, please retry",

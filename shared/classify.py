@@ -50,6 +50,7 @@ _SMTP_BY_REPLY: Final = _group(
 )
 _SMTP_BY_ENHANCED: Final = _group((code, e) for e in entries("smtp") for code in _smtp_codes(e))
 _SMTP_BY_STATUS: Final = {e.status: e for e in entries("smtp") if e.status_default}
+_SMTP_BY_STAGE: Final = {(e.stage, e.status // 100): e for e in entries("smtp") if e.stage_default and e.status}
 _SMTP_BY_CLASS: Final = {4: entry("smtp.transient_reply"), 5: entry("smtp.permanent_reply")}
 
 _GRAPH_BY_CODE: Final = _group((e.code.casefold(), e) for e in entries("graph") if e.code)
@@ -124,13 +125,19 @@ def _error(
 # --- SMTP -------------------------------------------------------------------------------------------
 
 
-def smtp_entry(code: int, text: str) -> CatalogEntry:
+def smtp_entry(code: int, text: str, stage: str | None = None) -> CatalogEntry:
     """The catalog row for an SMTP reply (the lookup behind :func:`classify_smtp_reply`)."""
     found = _ENHANCED.search(text)
     enhanced = ".".join(found.groups()) if found else None
     candidates = _SMTP_BY_REPLY.get((code, enhanced)) or _SMTP_BY_ENHANCED.get(enhanced) or ()
     chosen = _pick(candidates, text, code) if candidates else None
-    return chosen or _SMTP_BY_STATUS.get(code) or _SMTP_BY_CLASS.get(code // 100) or entry("smtp.permanent_reply")
+    return (
+        chosen
+        or _SMTP_BY_STATUS.get(code)
+        or _SMTP_BY_STAGE.get((stage, code // 100))
+        or _SMTP_BY_CLASS.get(code // 100)
+        or entry("smtp.permanent_reply")
+    )
 
 
 def classify_smtp_reply(code: int, text: str | bytes, *, stage: str) -> OutboxError:
@@ -143,7 +150,7 @@ def classify_smtp_reply(code: int, text: str | bytes, *, stage: str) -> OutboxEr
     text = text.strip()
     # A caller may pass the whole line, "535 5.7.3 ..."; the code is known already.
     text = re.sub(rf"^{code}[ -]", "", text)
-    e = smtp_entry(code, text)
+    e = smtp_entry(code, text, stage)
     found = _ENHANCED.search(text)
     return _error(
         e,

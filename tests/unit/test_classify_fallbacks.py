@@ -47,7 +47,8 @@ NOW = 1_740_000_000.0  # a fixed "now" for HTTP-date arithmetic
         # Only the basic code class is known.
         (451, "4.4.4 Something we have never seen", "rcpt", "smtp.transient_reply", "transient", True),
         (454, "No enhanced code at all", "auth", "smtp.transient_reply", "transient", True),
-        (550, "5.1.1 User unknown", "rcpt", "smtp.permanent_reply", "unknown", False),
+        (550, "5.1.1 User unknown", "rcpt", "smtp.recipient_rejected", "recipient", False),
+        (550, "5.1.1 User unknown", "mail", "smtp.permanent_reply", "unknown", False),
         (500, "Command line too long", "auth", "smtp.permanent_reply", "unknown", False),
         # A known enhanced code under an unexpected reply code still means the same.
         (550, "5.7.60 SMTP; Client does not have permissions to send as this sender", "mail",
@@ -298,3 +299,44 @@ def test_keyvault_forbidden_hint_names_the_role() -> None:
 )
 def test_keyvault_fallbacks(status: int, code: str | None, name: str) -> None:
     assert classify_keyvault_error(status, code, None).catalog == name
+
+
+# --- HTTP status exceptions carry their response ----------------------------------------------------------
+
+
+def _httpx_status_error(status: int, headers: dict[str, str], body: bytes) -> BaseException:
+    import httpx
+
+    request = httpx.Request("POST", "https://graph.example/v1.0/users/a@x/sendMail")
+    response = httpx.Response(status, headers=headers, content=body, request=request)
+    return httpx.HTTPStatusError("error", request=request, response=response)
+
+
+def test_httpx_status_error_is_classified_from_its_graph_response() -> None:
+    status, headers, body = graph_error("graph.access_policy", request_id="rid", client_request_id="cid", date="d")
+    err = classify_transport_exception(_httpx_status_error(status, headers, body or b""), transport="graph",
+                                       request_sent=True)
+    assert (err.catalog, err.request_id) == ("graph.access_policy", "rid")
+
+
+def test_httpx_status_error_from_the_token_endpoint() -> None:
+    status, body = entra_error("entra.invalid_signature", trace_id="t", correlation_id="c", timestamp="ts")
+    exc = _httpx_status_error(status, {"content-type": "application/json"}, json.dumps(body).encode())
+    assert classify_transport_exception(exc, transport="entra", request_sent=True).catalog == "entra.invalid_signature"
+
+
+def test_httpx_status_error_from_key_vault() -> None:
+    from shared.catalog import keyvault_error
+
+    status, body = keyvault_error("keyvault.forbidden_access_policy")
+    exc = _httpx_status_error(status, {}, json.dumps(body).encode())
+    err = classify_transport_exception(exc, transport="keyvault", request_sent=True)
+    assert err.catalog == "keyvault.forbidden_access_policy"
+
+
+def test_msal_service_error_after_a_server_error() -> None:
+    from msal.exceptions import MsalServiceError
+
+    exc = MsalServiceError("HTTP Error: 503", error=None, error_description=None)
+    err = classify_transport_exception(exc, transport="entra", request_sent=True)
+    assert err.category == "transient" and err.retryable and err.transport == "entra"
