@@ -150,6 +150,11 @@ _HINT_SEND_AS = (
     "mailbox itself, or grant Send As with Add-RecipientPermission -Identity <from address> -Trustee "
     "<sending mailbox or service principal> -AccessRights SendAs (takes up to an hour)"
 )
+_HINT_SMTP_CONCURRENCY = (
+    "more than 3 SMTP connections for this mailbox at once (possibly from several instances or another "
+    "application): outbox keeps OUTBOX_SMTP_CONNECTIONS (3) per mailbox per process; lower it or cap the "
+    "Function's instance count"
+)
 _HINT_SENDER_THROTTLED = (
     "Exchange blocked SMTP AUTH for this mailbox after repeated identical failures ({why}); fix the cause "
     "first, then wait: the block expires after a period Microsoft chooses and support cannot lift it. "
@@ -428,29 +433,37 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
     ),
     _smtp(
         "smtp.thread_limit", 432, "4.3.2", "STOREDRV.ClientSubmit; sender thread limit exceeded",
+        "throttled", retryable=True, stage="data", match=("thread limit",),
+        hint=_HINT_SMTP_CONCURRENCY,
+        source=f"{_REF} §1", meaning="more than 3 concurrent submissions per mailbox",
+    ),
+    _smtp(
+        "smtp.concurrent_connections", 432, "4.3.2", "Concurrent connections limit exceeded.",
         "throttled", retryable=True, stage="data",
-        hint="more than 3 SMTP connections for this mailbox at once (possibly from several instances or "
-        "another application): outbox keeps OUTBOX_SMTP_CONNECTIONS (3) per mailbox per process; lower it or "
-        "cap the Function's instance count",
-        source=f"{_REF} §1", meaning="more than 3 concurrent connections per mailbox",
+        hint=_HINT_SMTP_CONCURRENCY,
+        source="SupportArticles-docs 'Message storage and concurrent connection throttling for SMTP Authenticated "
+        "Submission' (text as documented; every connection over three gets it)",
+        meaning="more than 3 concurrent connections per mailbox",
     ),
     _smtp(
         "smtp.submission_quota", 554, "5.2.0",
-        "STOREDRV.Submission.Exception:SubmissionQuotaExceededException; Failed to process message due to a "
-        "permanent exception with message Cannot submit message.",
+        "STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
         "quota", retryable=False, stage="data", match=("SubmissionQuotaExceeded",),
         hint="the mailbox passed its recipient rate limit (10,000 recipients per rolling 24 hours): pause this "
         "mailbox until the window rolls over, or spread the volume over several mailboxes",
-        source=f"{_REF} §1 (text after the exception name: assumption)",
+        source="SupportArticles-docs 'Message storage and concurrent connection throttling for SMTP Authenticated "
+        f"Submission' (text as documented); {_REF} §1",
         meaning="more than 10,000 recipients in 24 h",
     ),
     _smtp(
         "smtp.mailbox_full", 554, "5.2.2",
         "mailbox full; STOREDRV.Submission.Exception:QuotaExceededException.MapiExceptionQuotaExceeded",
         "quota", retryable=False, stage="data",
-        hint="the sending mailbox is full (often Sent Items): clean it up or add a retention policy that "
-        "trims Sent Items; check with Get-MailboxStatistics <mailbox>",
-        source=f"{_REF} §1", meaning="sending mailbox over its storage quota",
+        hint="the sending mailbox is full (SMTP submissions are kept in Sent Items): clean it up or add a "
+        "retention policy that empties Sent Items; check with Get-MailboxStatistics <mailbox>",
+        source=f"{_REF} §1; SupportArticles-docs 'Message storage and concurrent connection throttling for SMTP "
+        "Authenticated Submission' (also ...MapiExceptionShutoffQuotaExceeded)",
+        meaning="sending mailbox over its storage quota",
     ),
     _smtp(
         "smtp.logon_failure", 430, "4.2.0", "STOREDRV; mailbox logon failure",
@@ -683,7 +696,7 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         hint="the message's from differs from the mailbox in the URL and Send As is missing: outbox posts to "
         "/users/<from>/sendMail; otherwise grant Send As (Add-RecipientPermission -Identity <from> -Trustee "
         "<mailbox> -AccessRights SendAs)",
-        source=f"{_REF} §2 (code); message text: [obs]",
+        source=f"{_REF} §2 (code); full message quoted in GitLab's Microsoft Graph mailer docs; same text as EWS ErrorSendAsDenied",
     ),
     _graph(
         "graph.submission_blocked", 403, "ErrorMessageSubmissionBlocked",
