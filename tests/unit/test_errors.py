@@ -113,3 +113,33 @@ def test_config_error_is_an_outbox_error_with_category_config() -> None:
     clone = pickle.loads(pickle.dumps(err))
     assert type(clone) is ConfigError and clone.fields() == err.fields()
     assert "storage.queue_missing" in str(err)
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+def _segment(min_size: int):  # type: ignore[no-untyped-def]
+    from hypothesis import strategies as st
+
+    return st.text(alphabet=_B64URL, min_size=min_size, max_size=60)
+
+
+def test_any_jwt_or_bearer_token_in_any_text_is_removed() -> None:
+    from hypothesis import assume, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=200, deadline=None)
+    @given(
+        before=st.text(max_size=40), after=st.text(max_size=40),
+        header=_segment(8), payload=_segment(8), signature=_segment(16),
+    )
+    def check(before: str, after: str, header: str, payload: str, signature: str) -> None:
+        assume(signature not in before + after)
+        jwt = f"eyJ{header}.{payload}.{signature}"
+        for text in (f"{before} {jwt} {after}", f"{before}Bearer {jwt}{after}",
+                     f"{before} AUTH XOAUTH2 " + base64.b64encode(f"user=a@b\x01auth=Bearer {jwt}\x01\x01".encode()).decode()):
+            cleaned = redact(text)
+            assert signature not in cleaned
+            assert OutboxError("auth", "x", detail=text).detail == cleaned
+
+    check()
