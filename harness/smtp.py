@@ -438,10 +438,12 @@ class ExchangeSMTP(SMTP):
             header_from = email.utils.parseaddr(headers.get("From", ""))[1]
             if header_from and not scenario.smtp_may_send_as(identity.app_id, identity.mailbox, header_from):
                 reply = _reply("smtp.send_as_denied_submission", mailbox=identity.mailbox, sender=header_from)
+            elif self.fake.daily.wait(identity.mailbox.lower(), len(envelope.rcpt_tos)) > 0:
+                reply = _reply("smtp.submission_quota")
             elif self.fake.throttle.take_message(identity.mailbox) > 0:
                 reply = _reply("smtp.rate_limited")
-            elif self.fake.daily.try_consume(identity.mailbox.lower(), len(envelope.rcpt_tos)) > 0:
-                reply = _reply("smtp.submission_quota")
+            else:
+                self.fake.daily.consume(identity.mailbox.lower(), len(envelope.rcpt_tos))
         if reply is not None:
             self._record("data", reply[:3])
             return reply

@@ -302,6 +302,16 @@ def test_message_rate_then_recovery(harness: Harness, connect) -> None:
     assert client.send_message(mail()) == {}
 
 
+def test_recipients_per_day_quota(harness: Harness, connect) -> None:
+    harness.apply_scenario({"limits": {"smtp": {"recipients_per_day": 2}}})
+    client = connect()
+    assert client.sendmail(SENDER, ["a@fabrikam.example", "b@fabrikam.example"], mail().as_bytes()) == {}
+    with pytest.raises(smtplib.SMTPDataError) as caught:
+        client.send_message(mail())
+    assert (caught.value.smtp_code, caught.value.smtp_error) == expected("smtp.submission_quota")
+    assert len(harness.deliveries()) == 1
+
+
 # -- faults ---------------------------------------------------------------------------------------------
 
 
