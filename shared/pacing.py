@@ -50,12 +50,15 @@ class MailboxState:
 
 
 class _Mailbox:
-    __slots__ = ("in_flight", "log", "paused_until")
+    __slots__ = ("freed", "in_flight", "log", "paused_until")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: threading.Lock) -> None:
         self.in_flight = 0
         self.log: deque[float] = deque()
         self.paused_until = 0.0
+        # One condition per mailbox over the limiter's lock: a freed slot wakes one waiter of THIS
+        # mailbox, not every waiting thread of every mailbox.
+        self.freed = threading.Condition(lock)
 
 
 class MailboxLimiter:
@@ -91,7 +94,6 @@ class MailboxLimiter:
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._freed = threading.Condition(self._lock)
         self._mailboxes: dict[str, _Mailbox] = {}
 
     # -- public ---------------------------------------------------------------------------------
@@ -147,7 +149,7 @@ class MailboxLimiter:
     def _box(self, key: str) -> _Mailbox:
         box = self._mailboxes.get(key)
         if box is None:
-            box = self._mailboxes[key] = _Mailbox()
+            box = self._mailboxes[key] = _Mailbox(self._lock)
         return box
 
     def _expire(self, box: _Mailbox, now: float) -> None:
@@ -162,12 +164,12 @@ class MailboxLimiter:
                 self._box(key).in_flight += 1
             return
         deadline = time.monotonic() + self.slot_wait_s
-        with self._freed:
+        with self._lock:
             box = self._box(key)
             while box.in_flight >= self.concurrency:
                 # Real time, not the injected clock: slots are freed by other threads finishing.
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or not self._freed.wait(remaining):
+                if remaining <= 0 or not box.freed.wait(remaining):
                     if box.in_flight < self.concurrency:
                         break
                     raise OutboxError(
@@ -186,11 +188,10 @@ class MailboxLimiter:
             box.in_flight += 1
 
     def _give_back(self, key: str) -> None:
-        with self._freed:
+        with self._lock:
             box = self._box(key)
             box.in_flight = max(0, box.in_flight - 1)
-            # One condition serves every mailbox: wake all so the right mailbox's waiter sees it.
-            self._freed.notify_all()
+            box.freed.notify()
 
     def _spend(self, key: str, cost: int) -> None:
         if cost > self.budget:

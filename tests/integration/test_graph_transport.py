@@ -281,3 +281,17 @@ def test_failed_upload_is_not_maybe_delivered(fakes, senders):
     err = info.value
     assert (err.category, err.retryable, err.maybe_delivered) == ("transient", True, False)
     assert not fakes.deliveries()
+
+
+def test_read_timeout_after_the_body_is_maybe_delivered(fakes, make_senders):
+    senders = make_senders(fakes, OUTBOX_HTTP_TIMEOUT_S="0.3")
+    senders.tokens.token(senders.settings.graph_scope)
+    fakes.set_fault(service="graph", operation="sendMail", action="latency", latency_s=1.0, times=1)
+    msg, mid = message()
+    with pytest.raises(OutboxError) as info:
+        send(senders, msg, mid)
+    err = info.value
+    assert (err.category, err.retryable, err.request_sent, err.maybe_delivered) == ("transient", True, True, True)
+    assert err.client_request_id
+    # The server finishes the request after the client gave up: it was indeed sent.
+    assert len(fakes.wait_for_deliveries(1, timeout=5)) == 1
