@@ -244,7 +244,7 @@ def _body_of(item: Any, settings: Any) -> tuple[dict[str, Any] | None, str | Non
 
 def run_requeue(args: argparse.Namespace, ctx: Context) -> int:
     from shared.cli.poison_queue import iter_matching
-    from shared.cli.storage import CLI_RETRY, queue_store
+    from shared.cli.storage import TABLE_RETRY, queue_store
     from shared.status import StatusStore
 
     selection = _selection(args)
@@ -258,7 +258,7 @@ def run_requeue(args: argparse.Namespace, ctx: Context) -> int:
     skipped: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
     store = queue_store(settings)
-    status = StatusStore(settings.storage.table_service_client(**CLI_RETRY), settings.status_table)
+    status = StatusStore(settings.storage.table_service_client(**TABLE_RETRY), settings.status_table)
     try:
         queue.release(others)
         if not chosen:

@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 def pipeline(settings: Settings, *, sending: bool) -> Iterator[Pipeline]:
     """``sending=False`` builds no transports (enqueueing needs none: no Key Vault, no token)."""
     from shared.blobs import AzureBlobSource
-    from shared.cli.storage import CLI_RETRY, queue_store
+    from shared.cli.storage import CLI_RETRY, TABLE_RETRY, queue_store
     from shared.pipeline import Pipeline
     from shared.status import StatusStore
 
     parts: list[Any] = []
     try:
-        status = StatusStore(settings.storage.table_service_client(**CLI_RETRY), settings.status_table)
+        status = StatusStore(settings.storage.table_service_client(**TABLE_RETRY), settings.status_table)
         parts.append(status)
         queues = queue_store(settings)
         parts.append(queues)

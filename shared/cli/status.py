@@ -44,11 +44,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def fetch_row(ctx: Context, message_id: str) -> Any:
-    from shared.cli.storage import CLI_RETRY, storage_failure
+    from shared.cli.storage import TABLE_RETRY, storage_failure
     from shared.status import StatusStore
 
     settings = ctx.settings()
-    store = StatusStore(settings.storage.table_service_client(**CLI_RETRY), settings.status_table)
+    store = StatusStore(settings.storage.table_service_client(**TABLE_RETRY), settings.status_table)
     try:
         return store.get(message_id)
     except Exception as exc:

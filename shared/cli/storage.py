@@ -14,7 +14,10 @@ if TYPE_CHECKING:
     from shared.queues import QueueStore
     from shared.settings import Settings
 
-CLI_RETRY: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.2, "retry_backoff_max": 2}
+# Queue and blob clients use the storage SDK's ExponentialRetry (default first wait 15 s); tables use
+# azure-core's retry arguments.
+CLI_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.2, "increment_base": 1, "random_jitter_range": 0.2}
+TABLE_RETRY: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
 
 
 def queue_store(settings: Settings) -> QueueStore:
