@@ -327,7 +327,8 @@ class SmtpTransport:
             except BaseException:
                 _close_quietly(smtp)
                 raise
-            self.sessions_opened += 1
+            with self._pools_lock:
+                self.sessions_opened += 1
             return _Session(smtp, mailbox.lower(), access.expires_on, self._clock())
         raise AssertionError("unreachable")  # pragma: no cover
 
