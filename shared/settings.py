@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
+from shared.errors import ConfigError
+
 if TYPE_CHECKING:
     from azure.data.tables import TableServiceClient
     from azure.storage.blob import BlobServiceClient
@@ -29,14 +31,19 @@ Scope = Literal["function", "cli", "local"]
 MiB = 1024 * 1024
 
 
-class SettingsError(ValueError):
+class SettingsError(ConfigError, ValueError):
     """A setting is missing or malformed. ``names`` lists every setting at fault."""
 
     def __init__(self, problems: Mapping[str, str]) -> None:
         self.problems = dict(problems)
         self.names = tuple(self.problems)
         lines = "; ".join(f"{name}: {why}" for name, why in self.problems.items())
-        super().__init__(f"invalid settings: {lines}")
+        super().__init__(
+            f"invalid settings: {lines}",
+            code="settings",
+            hint="Fix the named settings (app settings in Azure, local.settings.json locally); "
+            "docs/settings.md lists every setting.",
+        )
 
 
 @dataclass(frozen=True)
