@@ -99,7 +99,7 @@ def invalid_error(exc: Exception, *, unreadable: bool = False) -> OutboxError:
         "invalid_message",
         retryable=False,
         detail=detail,
-        hint="fix the producer: the detail names each offending field (schema: docs/message.md)",
+        hint="fix the producer: the detail names each offending field (format: docs/message-format.md)",
     )
 
 
