@@ -232,6 +232,11 @@ def _safe(text: object, limit: int = 60) -> str:
     return shown if len(shown) <= limit else shown[: limit - 3] + "..."
 
 
+def _name(key: object) -> str:
+    """A JSON key as a field-path component (an empty key would vanish from the path)."""
+    return _safe(key) or '""'
+
+
 def _unknown_field_hint(name: str, known: Sequence[str]) -> str:
     if known is _TOP_LEVEL_FIELDS and name in _ALIASES:
         return f"unknown field; did you mean {_ALIASES[name]!r}?"
@@ -256,9 +261,9 @@ class _Parser:
     def check_keys(self, path: str, obj: Mapping[object, object], known: Sequence[str]) -> None:
         for key in obj:
             if not isinstance(key, str):
-                self.fail(f"{path}{_safe(key)}", "field names must be strings")
+                self.fail(f"{path}{_name(key)}", "field names must be strings")
             elif key not in known:
-                self.fail(f"{path}{_safe(key)}", _unknown_field_hint(key, known))
+                self.fail(f"{path}{_name(key)}", _unknown_field_hint(key, known))
 
     # -- scalars
 
@@ -564,7 +569,7 @@ class _Parser:
         result: list[tuple[str, str]] = []
         seen: set[str] = set()
         for raw_name, raw_value in value.items():
-            path = f"headers.{_safe(raw_name)}"
+            path = f"headers.{_name(raw_name)}"
             if not isinstance(raw_name, str):
                 self.fail(path, "header names must be strings")
                 continue
@@ -709,7 +714,7 @@ def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]
     result: dict[str, object] = {}
     for key, value in pairs:
         if key in result:
-            raise InvalidMessage.single(_safe(key), "is given twice in the JSON object")
+            raise InvalidMessage.single(_name(key), "is given twice in the JSON object")
         result[key] = value
     return result
 

@@ -12,6 +12,7 @@ from shared.addresses import (
     AddressError,
     ascii_domain,
     format_address,
+    format_address_header,
     make_address,
     parse_address,
 )
@@ -116,3 +117,44 @@ def test_format_address_is_human_readable() -> None:
     assert str(Address("j@x.example")) == "j@x.example"
     assert Address("J@X.example").key() == "j@x.example"
     assert Address("j@x.example").domain == "x.example"
+
+
+def _reparse_address_header(name: str, value: str) -> list[tuple[str, str]]:
+    import email
+
+    parsed = email.message_from_bytes(f"{name}: {value}\r\n\r\n".encode("ascii"), policy=policy.default)
+    assert not parsed[name].defects
+    return [(a.display_name, a.addr_spec) for a in parsed[name].addresses]
+
+
+def test_address_header_keeps_the_comma_between_addresses_at_the_line_limit() -> None:
+    # With email.policy's own folder this pair became ONE address: the separating comma was
+    # RFC 2047-encoded because the first encoded name ended exactly at column 78.
+    addresses = [
+        Address("0.000.000@kd.vz.example", "000000000000ßß日日日"),
+        Address("R!^zLj=x@xn--bcher-kva.example"),
+    ]
+    value = format_address_header("Cc", addresses)
+    assert value.isascii()
+    assert _reparse_address_header("Cc", value) == [
+        ("000000000000ßß日日日", "0.000.000@kd.vz.example"),
+        ("", "R!^zLj=x@xn--bcher-kva.example"),
+    ]
+
+
+def test_address_header_folds_at_78_columns_and_quotes_or_encodes_names() -> None:
+    addresses = [
+        Address("a@x.example", "Doe, John"),
+        Address("b@x.example", "=?utf-8?q?looks_encoded?="),
+        Address("c@x.example", "L" * 200),
+        Address("d@x.example", 'say "hi" \\ bye'),
+        Address("e@x.example"),
+    ]
+    value = format_address_header("To", addresses)
+    assert all(len(line) <= 78 for line in ("To: " + value).split("\r\n"))
+    got = _reparse_address_header("To", value)
+    assert [addr for _, addr in got] == [a.address for a in addresses]
+    assert got[0][0] == "Doe, John"
+    assert got[1][0] == "=?utf-8?q?looks_encoded?="  # shown literally, not decoded
+    assert "".join(got[2][0].split()) == "L" * 200
+    assert got[3][0] == 'say "hi" \\ bye'

@@ -246,3 +246,48 @@ def test_message_id_survives_the_wire_unchanged() -> None:
     mid = make_message_id("queue:abc-123", "app@contoso.example")
     parsed = reparse(to_bytes(render_mime(build(), message_id=mid)))
     assert parsed["Message-ID"] == mid
+
+
+ENCODED_CRLF = "=?utf-8?q?x=0D=0ABcc:_evil@x.example?="
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subject": ENCODED_CRLF},
+        {"headers": {"X-App": ENCODED_CRLF}},
+        {"from": {"address": "app@contoso.example", "name": ENCODED_CRLF}},
+        {"attachments": [{"name": ENCODED_CRLF, "contentBase64": ""}]},
+        {"html": "<img src=cid:x>", "attachments": [
+            {"name": "a.png", "contentBase64": "", "inline": True, "contentId": ENCODED_CRLF.replace(" ", "")}
+        ]},
+    ],
+    ids=["subject", "custom-header", "display-name", "file-name", "content-id"],
+)
+def test_encoded_word_with_crlf_cannot_inject_a_header(fields: dict[str, Any]) -> None:
+    # Python 3.11.7's email package decodes such a word and writes the CR LF back out
+    # (CVE-2024-6923); outbox writes these headers itself.
+    data = wire(build(**fields))
+    assert b"\r\nBcc:" not in data and b"\nBcc:" not in data
+    parsed = reparse(data)
+    assert all("bcc" not in {k.lower() for k in part} for part in parsed.walk())
+
+
+def test_subject_and_custom_headers_round_trip_exactly() -> None:
+    values = ["plain", "a  b   c", "x" * 300, "word " * 40, "Grüße 日本", "2+2=? four", ENCODED_CRLF]
+    for value in values:
+        parsed = reparse(wire(build(subject=value, headers={"X-Value": value})))
+        assert parsed["Subject"] == value
+        assert parsed["X-Value"] == value.strip()
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["report.pdf", 'odd "quoted"; name.txt', "Ünïcödé " * 20 + ".pdf", "x" * 200 + ".bin", "=?utf-8?q?a?=.txt"],
+)
+def test_file_names_round_trip_and_stay_within_78_columns(name: str) -> None:
+    data = wire(build(attachments=[{"name": name, "contentBase64": PDF}]))
+    disposition = data[data.index(b"Content-Disposition") :].split(b"\r\n\r\n")[0]
+    assert all(len(line) <= 78 for line in disposition.split(b"\r\n"))
+    part = next(p for p in reparse(data).walk() if p.get_content_disposition() == "attachment")
+    assert part.get_filename() == name.strip()
