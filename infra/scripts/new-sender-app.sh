@@ -78,13 +78,9 @@ elif [[ ${#APP_IDS[@]} -eq 1 ]]; then
   APP_ID="${APP_IDS[0]}"
   ok "exists: client id ${APP_ID}"
 else
-  if [[ "$DRY_RUN" == "1" ]]; then
-    change az ad app create --display-name "$APP_NAME" --sign-in-audience AzureADMyOrg
-    APP_ID="<new-app-id>"
-  else
-    APP_ID="$(az ad app create --display-name "$APP_NAME" --sign-in-audience AzureADMyOrg --query appId -o tsv)"
-    ok "created: client id ${APP_ID}"
-  fi
+  APP_ID="$(change az ad app create --display-name "$APP_NAME" --sign-in-audience AzureADMyOrg --query appId -o tsv)"
+  APP_ID="${APP_ID:-<new-app-id>}"
+  ok "created: client id ${APP_ID}"
 fi
 
 # --- 2. Service principal (the "Enterprise Application"; Exchange's New-ServicePrincipal needs its object id)
@@ -92,11 +88,9 @@ step "Enterprise application (service principal)"
 SP_OBJECT_ID="$(az ad sp show --id "$APP_ID" --query id -o tsv 2>/dev/null || true)"
 if [[ -n "$SP_OBJECT_ID" ]]; then
   ok "exists: object id ${SP_OBJECT_ID}"
-elif [[ "$DRY_RUN" == "1" ]]; then
-  change az ad sp create --id "$APP_ID"
-  SP_OBJECT_ID="<new-sp-object-id>"
 else
-  SP_OBJECT_ID="$(az ad sp create --id "$APP_ID" --query id -o tsv)"
+  SP_OBJECT_ID="$(change az ad sp create --id "$APP_ID" --query id -o tsv)"
+  SP_OBJECT_ID="${SP_OBJECT_ID:-<new-sp-object-id>}"
   ok "created: object id ${SP_OBJECT_ID}"
 fi
 
