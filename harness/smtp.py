@@ -55,16 +55,27 @@ COMMAND_LINE_LIMIT = 512 + 26 + 10  # RFC 5321 plus the SIZE= and SMTPUTF8 exten
 DAY_S = 86_400.0
 _B64_USERNAME = "VXNlcm5hbWU6"  # "Username:"
 _B64_PASSWORD = "UGFzc3dvcmQ6"  # "Password:"
-# aiosmtpd's fixed texts for replies it sends itself, in Exchange's words.
-_EXCHANGE_WORDING = {
-    "220 Ready to start TLS": "220 2.0.0 SMTP server ready",
-    "354 End data with <CR><LF>.<CR><LF>": "354 Start mail input; end with <CRLF>.<CRLF>",
-    "503 Error: need MAIL command": "503 5.5.1 Bad sequence of commands",
-    "503 Error: need RCPT command": "503 5.5.1 Bad sequence of commands",
-    "503 Error: nested MAIL command": "503 5.5.1 Bad sequence of commands",
-    "503 Error: send HELO first": "503 5.5.2 Send hello first",
-    "503 Error: send EHLO first": "503 5.5.2 Send hello first",
+# aiosmtpd's fixed texts for replies it sends itself, in Exchange's words. Sequence errors name the
+# catalog row to use once the catalog has one (proposed names; until then Exchange's text below).
+_EXCHANGE_WORDING: dict[str, tuple[str | None, str]] = {
+    "220 Ready to start TLS": (None, "220 2.0.0 SMTP server ready"),
+    "354 End data with <CR><LF>.<CR><LF>": (None, "354 Start mail input; end with <CRLF>.<CRLF>"),
+    "503 Error: need MAIL command": ("smtp.need_mail", "503 5.5.2 Need mail command"),
+    "503 Error: need RCPT command": ("smtp.need_rcpt", "503 5.5.2 Need rcpt command"),
+    "503 Error: nested MAIL command": ("smtp.bad_sequence", "503 5.5.1 Sender already specified"),
+    "503 Error: send HELO first": ("smtp.send_hello_first", "503 5.5.2 Send hello first"),
+    "503 Error: send EHLO first": ("smtp.send_hello_first", "503 5.5.2 Send hello first"),
 }
+
+
+def _exchange_wording(status: str) -> str:
+    wording = _EXCHANGE_WORDING.get(status)
+    if wording is None:
+        return status
+    name, text = wording
+    if name is not None and name in catalog.BY_NAME:
+        return _reply(name)
+    return text
 
 
 def _reply(name: str, **fmt: object) -> str:
@@ -239,7 +250,7 @@ class ExchangeSMTP(SMTP):
                     self.transport.close()
                 raise asyncio.CancelledError
         if isinstance(status, str):
-            status = _EXCHANGE_WORDING.get(status, status)
+            status = _exchange_wording(status)
         await super().push(status)
 
     def connection_lost(self, error: Exception | None) -> None:
