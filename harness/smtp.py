@@ -62,7 +62,7 @@ _EXCHANGE_WORDING: dict[str, tuple[str | None, str]] = {
     "354 End data with <CR><LF>.<CR><LF>": (None, "354 Start mail input; end with <CRLF>.<CRLF>"),
     "503 Error: need MAIL command": ("smtp.need_mail", "503 5.5.2 Need mail command"),
     "503 Error: need RCPT command": ("smtp.need_rcpt", "503 5.5.2 Need rcpt command"),
-    "503 Error: nested MAIL command": ("smtp.bad_sequence", "503 5.5.1 Sender already specified"),
+    "503 Error: nested MAIL command": ("smtp.bad_sequence", "503 5.5.2 Sender already specified"),
     "503 Error: send HELO first": ("smtp.send_hello_first", "503 5.5.2 Send hello first"),
     "503 Error: send EHLO first": ("smtp.send_hello_first", "503 5.5.2 Send hello first"),
 }
