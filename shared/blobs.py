@@ -32,7 +32,9 @@ class AzureBlobSource:
 
     @classmethod
     def from_settings(cls, settings: Any) -> AzureBlobSource:
-        return cls(settings.storage.blob_service_client())
+        from shared.storage import client_options
+
+        return cls(settings.storage.blob_service_client(**client_options()))
 
     def _client(self, ref: str) -> Any:
         container, name = split_ref(ref)

@@ -129,11 +129,14 @@ class QueueStore:
 
     @classmethod
     def from_settings(cls, settings: Any) -> QueueStore:
+        from shared.storage import client_options
+
+        options = client_options()
         return cls(
-            settings.storage.queue_service_client(),
+            settings.storage.queue_service_client(**options),
             queue=settings.queue,
             poison_queue=settings.poison_queue,
-            blob_service=settings.storage.blob_service_client(),
+            blob_service=settings.storage.blob_service_client(**options),
             container=settings.attachments_container,
         )
 

@@ -179,7 +179,9 @@ class StatusStore:
 
     @classmethod
     def from_settings(cls, settings: Any, *, clock: Clock = utcnow) -> StatusStore:
-        return cls(settings.storage.table_service_client(), settings.status_table, clock=clock)
+        from shared.storage import client_options
+
+        return cls(settings.storage.table_service_client(**client_options()), settings.status_table, clock=clock)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -266,10 +268,15 @@ class StatusStore:
         """Take the row for one attempt, atomically; see the module docstring for the rules."""
         from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 
+        # Most messages are new: try the insert first (one round trip), read only when a row exists.
+        entity: Any = None
+        known = False
         for _ in range(_CLAIM_TRIES):
             now = self._clock()
             lease_until = now + timedelta(seconds=lease_s)
-            entity = self._get_entity(message_id)
+            if known:
+                entity = self._get_entity(message_id)
+            known = True
             common = {
                 "State": "sending",
                 "LeaseOwner": owner,
