@@ -176,7 +176,9 @@ def personalize(text: str, known: Mapping[str, str | None]) -> str:
 # -- settings -----------------------------------------------------------------------------------------
 
 
-def check_settings(settings: Settings | None, problems: Mapping[str, str] | None) -> Check:
+def check_settings(
+    settings: Settings | None, problems: Mapping[str, str] | None, warnings: Mapping[str, str] | None = None
+) -> Check:
     title = "settings present"
     if settings is None:
         listed = "; ".join(f"{k}: {v}" for k, v in (problems or {}).items())
@@ -191,10 +193,16 @@ def check_settings(settings: Settings | None, problems: Mapping[str, str] | None
         return Check("settings", title, "fail", f"missing: {', '.join(exc.names)}",
                      fix="set " + ", ".join(exc.names) + " (the app registration and the Key Vault certificate)",
                      cause="settings", evidence={"problems": exc.problems})
+    status: Status = "pass"
+    note = ""
+    if warnings:
+        status = "warn"
+        note = "; not needed to send but wrong for the function: " + "; ".join(f"{k}: {v}" for k, v in warnings.items())
     return Check(
-        "settings", title, "pass",
+        "settings", title, status,
         f"tenant {settings.tenant_id}, app {settings.client_id}, vault {settings.keyvault_url}, "
-        f"certificate {settings.cert_name}, cloud {settings.cloud}",
+        f"certificate {settings.cert_name}, cloud {settings.cloud}{note}",
+        fix="set " + ", ".join(warnings) + " for the function" if warnings else "",
         evidence={"tenant": settings.tenant_id, "clientId": settings.client_id, "keyVault": settings.keyvault_url,
                   "certificate": settings.cert_name, "cloud": settings.cloud,
                   "authority": settings.authority_host, "graph": settings.graph_url,
@@ -690,6 +698,7 @@ def run_doctor(
     sender: str | None = None,
     send_test_to: str | None = None,
     settings_problems: Mapping[str, str] | None = None,
+    settings_warnings: Mapping[str, str] | None = None,
     probes: Probes | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     on_check: Callable[[Check], None] | None = None,
@@ -712,7 +721,7 @@ def run_doctor(
             on_check(check)
         return check
 
-    if add(check_settings(settings, settings_problems)).status == "fail" or settings is None:
+    if add(check_settings(settings, settings_problems, settings_warnings)).status == "fail" or settings is None:
         return report
     add(check_allowed(settings, [mailbox, sender]))
     own = probes is None

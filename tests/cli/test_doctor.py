@@ -75,6 +75,14 @@ BROKEN: dict[str, tuple[dict[str, Any], list[str], str, str | None, str]] = {
         {}, ["--transport", "smtp", "--from", OTHER],
         "smtp.mail_from", "smtp.send_as_denied", f"Add-RecipientPermission -Identity {OTHER} -Trustee {SENDER}",
     ),
+    "certificate not uploaded to the app": (
+        {"apps": {"outbox-sender": {"certificates": {"current": {"registered": False}}}}}, ["--transport", "smtp"],
+        "smtp.token", "entra.invalid_signature", "upload the public certificate",
+    ),
+    "function identity may not read Key Vault": (
+        {"managed_identity": {"keyvault_role": "none"}}, ["--transport", "both"],
+        "keyvault", "keyvault.forbidden", "Key Vault Certificate User",
+    ),
     "access policy excludes the mailbox": (
         {"apps": {"outbox-sender": {"graph": {"mailboxes": ["noreply@contoso.example"]}}}}, ["--transport", "graph"],
         "graph.mailbox", "graph.access_policy", f"Test-ApplicationAccessPolicy -Identity {SENDER}",
@@ -255,3 +263,15 @@ def _claims(token: str) -> dict[str, Any]:
     from shared.tokens import decode_claims
 
     return decode_claims(token)
+
+
+def test_settings_only_the_function_needs_are_a_warning_not_a_stop(cli: Any, doctor_json: Any) -> None:
+    cli.overrides["OUTBOX_QUEUE"] = ""
+
+    code, report = doctor_json("--mailbox", SENDER, "--transport", "smtp")
+
+    assert code == 0
+    first = report["checks"][0]
+    assert (first["id"], first["status"]) == ("settings", "warn")
+    assert "OUTBOX_QUEUE" in first["summary"]
+    assert {c["id"]: c["status"] for c in report["checks"]}["smtp.mail_from"] == "pass"

@@ -243,3 +243,34 @@ def test_status_of_an_unknown_id_exits_4(cli: Any) -> None:
 
     assert result.code == 4
     assert "no message with id 'never-seen'" in result.err
+
+
+def test_an_original_parked_in_blob_storage_is_requeued_from_there_and_purged_with_it(cli: Any) -> None:
+    from azure.storage.blob import BlobServiceClient
+
+    from shared.queues import QueueStore
+
+    settings = cli.settings()
+    store = QueueStore.from_settings(settings)
+    error = OutboxError("transient", "ErrorServerBusy", status=503, transport="graph", detail="busy", hint="later")
+    envelope = poison_envelope(v1("parked-1"), error, attempts=8, first_seen=None, message_id="parked-1")
+    ref = store.store_blob("poison/parked-1/test.json", json.dumps(envelope["message"]).encode())
+    envelope = {**envelope, "message": None, "messageBlob": ref}
+    poison = cli.queue_client(cli.queue + "-poison")
+    _ensure(poison)
+    poison.send_message(json.dumps(envelope))
+    put_envelope(cli, "parked-2")
+
+    shown = cli("poison", "show", "parked-1")
+    assert f"original in blob  {ref}" in shown.out
+
+    assert cli("poison", "requeue", "parked-1").code == 0
+    (back,) = cli.queue_client().peek_messages(max_messages=5)
+    assert json.loads(back.content) == v1("parked-1")
+
+    poison.send_message(json.dumps(envelope))
+    assert cli("poison", "purge", "parked-1", "--yes").code == 0
+    container, _, name = ref.partition("/")
+    blobs = BlobServiceClient.from_connection_string(cli.azurite.connection_string).get_container_client(container)
+    assert name not in {b.name for b in blobs.list_blobs(name_starts_with="poison/parked-1/")}
+    assert visible_count(poison) == 1
