@@ -22,7 +22,7 @@ param environmentName string
 })
 param location string
 
-@description('Object id of whoever runs azd (AZURE_PRINCIPAL_ID). It may create and rotate the sender certificate, read and requeue poison, read status rows and enqueue test messages. Empty grants nothing.')
+@description('Object id of whoever runs azd (AZURE_PRINCIPAL_ID). It may create and rotate the sender certificate, and read, requeue and purge poison (outbox poison ...). Empty grants nothing.')
 param principalId string = ''
 
 @description('Kind of principal behind principalId: a person, or a pipeline service principal.')
@@ -400,16 +400,16 @@ module alerts './app/alerts.bicep' = {
 output AZURE_LOCATION string = location
 output AZURE_TENANT_ID string = tenant().tenantId
 output AZURE_RESOURCE_GROUP string = rg.name
-output AZURE_CLIENT_ID string = appIdentity.outputs.clientId
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = appIdentity.outputs.clientId
 output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 output AZURE_FUNCTION_URL string = functionApp.outputs.uri
-output AZURE_FUNCTION_PRINCIPAL_ID string = appIdentity.outputs.principalId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = appIdentity.outputs.principalId
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output AZURE_STORAGE_QUEUE_ENDPOINT string = storage.outputs.queueEndpoint
 output AZURE_STORAGE_BLOB_ENDPOINT string = storage.outputs.blobEndpoint
+output AZURE_STORAGE_TABLE_ENDPOINT string = storage.outputs.tableEndpoint
 output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
 output AZURE_KEY_VAULT_ENDPOINT string = keyVault.outputs.uri
 output APPLICATIONINSIGHTS_CONNECTION_STRING string = monitoring.outputs.applicationInsightsConnectionString
 output OUTBOX_QUEUE_URL string = '${storage.outputs.queueEndpoint}${outboxQueue}'
 output OUTBOX_POISON_QUEUE_URL string = '${storage.outputs.queueEndpoint}${poisonQueueName}'
-output OUTBOX_CERT_NAME string = outboxCertName

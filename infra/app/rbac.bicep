@@ -36,7 +36,6 @@ var roles = {
   storageQueueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   storageQueueDataMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
-  storageTableDataReader: '76199698-9eea-4c19-bc75-cec21354c6b6'
   keyVaultCertificateUser: 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba'
   keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -219,8 +218,10 @@ resource attachmentWriters 'Microsoft.Authorization/roleAssignments@2022-04-01' 
 }]
 
 // ---------------------------------------------------------------------------------------------------------------
-// The operator (whoever runs azd): create and rotate the certificate, read and requeue poison, read status rows,
-// enqueue a test message. No role on the account, the resource group or the subscription.
+// The operator (whoever runs azd), for `outbox poison list|show|requeue|purge`, `outbox status` and the
+// certificate scripts: create and rotate the certificate; read, release and delete poison; put a message back
+// on the outbox queue; reset its status row; read or delete an oversized original parked next to the
+// attachments. No role on the account, the resource group or the subscription.
 // ---------------------------------------------------------------------------------------------------------------
 
 resource operatorVault 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
@@ -254,10 +255,20 @@ resource operatorQueue 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
 }
 
 resource operatorStatusTable 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
-  name: guid(statusTable.id, operatorPrincipalId, roles.storageTableDataReader)
+  name: guid(statusTable.id, operatorPrincipalId, roles.storageTableDataContributor)
   scope: statusTable
   properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataReader)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageTableDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorAttachments 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(attachmentsContainer.id, operatorPrincipalId, roles.storageBlobDataContributor)
+  scope: attachmentsContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

@@ -217,7 +217,7 @@ def test_azd_finds_the_site_by_its_service_tag() -> None:
     assert call and call[0] == "union"
     service_tag = call[1]["arg_2"]["'azd-service-name'"]
     azure_yaml = (bicep.ROOT / "azure.yaml").read_text()
-    assert re.search(rf"^  {service_tag}:\n    project: \.\n    language: python\n    host: function$", azure_yaml, re.M)
+    assert re.search(rf"^  {service_tag}:\n    project: \.\n    language: python\n    host: function\n", azure_yaml, re.M)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -315,3 +315,15 @@ def test_azure_yaml_deploys_this_folder_as_a_python_function() -> None:
     text = (bicep.ROOT / "azure.yaml").read_text()
     assert re.search(r"^name: outbox$", text, re.M)
     assert "host: function" in text and "language: python" in text and "project: ." in text
+
+
+def test_deploy_guide_documents_every_azd_variable_and_script() -> None:
+    guide = (bicep.ROOT / "docs" / "deploy.md").read_text()
+    data = json.loads((bicep.INFRA / "main.parameters.json").read_text())
+    for entry in data["parameters"].values():
+        variable = re.match(r"\$\{([A-Z0-9_]+)", entry["value"]).group(1)
+        assert f"`{variable}`" in guide, f"docs/deploy.md does not explain {variable}"
+    for script in (bicep.INFRA / "scripts").iterdir():
+        if not script.name.startswith("_"):
+            assert script.name in guide, f"docs/deploy.md does not mention {script.name}"
+    assert "not run here" in guide.lower()

@@ -50,11 +50,13 @@ EXPECTED_RBAC = {
     # Producers: enqueue on the outbox queue only; attachment writers: the attachment container only.
     ("producerPrincipalIds[*]", "Storage Queue Data Message Sender", "queues", "queueName"),
     ("attachmentWriterPrincipalIds[*]", "Storage Blob Data Contributor", "containers", "attachmentsContainerName"),
-    # The operator who ran azd: certificate, poison, a test enqueue, status rows.
+    # The operator who ran azd: the certificate, and `outbox poison requeue|purge` (poison queue, a put on the
+    # outbox queue, the status row reset, the oversized original parked with the attachments).
     ("operatorPrincipalId", "Key Vault Certificates Officer", "vaults", "keyVaultName"),
     ("operatorPrincipalId", "Storage Queue Data Contributor", "queues", "poisonQueueName"),
     ("operatorPrincipalId", "Storage Queue Data Message Sender", "queues", "queueName"),
-    ("operatorPrincipalId", "Storage Table Data Reader", "tables", "statusTableName"),
+    ("operatorPrincipalId", "Storage Table Data Contributor", "tables", "statusTableName"),
+    ("operatorPrincipalId", "Storage Blob Data Contributor", "containers", "attachmentsContainerName"),
 }
 
 
