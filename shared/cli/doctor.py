@@ -83,7 +83,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         settings = load_settings(ctx.environ, ctx.settings_file, require_storage=False)
     except SettingsError as exc:
         problems = exc.problems
-        if set(problems) <= NOT_NEEDED_BY_DOCTOR:
+        if set(problems) <= set(NOT_NEEDED_BY_DOCTOR):
             # The queue is the function's business, not the mailbox's: check sending anyway.
             values = merged_values(ctx.environ, ctx.settings_file)
             values.update({name: placeholder for name, placeholder in NOT_NEEDED_BY_DOCTOR.items() if name in problems})
