@@ -36,7 +36,7 @@ class Context:
             settings = load_settings(self.environ, self.settings_file, require_storage=require_storage)
         except SettingsError as exc:
             raise CliError(
-                f"{exc} (settings come from the environment, then --settings FILE, then ./local.settings.json)",
+                f"{exc.detail} (settings come from the environment, then --settings FILE, then ./local.settings.json)",
                 Exit.USAGE,
                 details={"settings": exc.problems},
             ) from None

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     try:
         settings.require_sending()
     except SettingsError as exc:
-        raise CliError(str(exc), Exit.USAGE, details={"settings": exc.problems}) from None
+        raise CliError(exc.detail or str(exc), Exit.USAGE, details={"settings": exc.problems}) from None
     choice = args.transport or settings.transport
     transports = ("smtp", "graph") if choice == "both" else (choice,)
     out = ctx.out
