@@ -7,6 +7,7 @@ imported inside the command that needs it, so ``outbox --help`` answers at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,6 +123,11 @@ def main(
     except KeyboardInterrupt:
         out.error("interrupted")
         return int(Exit.INTERRUPTED)
+    except BrokenPipeError:
+        # `outbox poison list | head`: the reader is gone, which is not an error of ours.
+        if out_stream is sys.stdout:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - stays open until exit, so the final flush succeeds
+        return int(Exit.OK)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import textwrap
 from collections.abc import Iterator
 from typing import Any
 
@@ -122,6 +123,20 @@ def _selection(args: argparse.Namespace) -> Any:
     return selection
 
 
+def personalize(text: str, known: dict[str, str | None]) -> str:
+    from shared.doctor import personalize as fill
+
+    return fill(text, known)
+
+
+def _known(settings: Any, mailbox: str | None) -> dict[str, str | None]:
+    return {"<mailbox>": mailbox, "<client id>": settings.client_id, "<application (client) id>": settings.client_id}
+
+
+def _wrap(text: str, indent: str) -> str:
+    return textwrap.fill(text, width=110, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False)
+
+
 # -- list / show --------------------------------------------------------------------------------------
 
 
@@ -153,9 +168,10 @@ def run_list(args: argparse.Namespace, ctx: Context) -> int:
     out.line("Fix, then requeue:")
     for n, group in enumerate(groups, 1):
         data = group.to_dict()
-        out.line(f"{n:>2}  {data['hint'] or '(no hint)'}")
+        known = _known(settings, group.mailbox)
+        out.line(_wrap(f"{n:>2}  {personalize(data['hint'], known) or '(no hint)'}", "    "))
         for other in data["otherHints"][:2]:
-            out.line(f"    also: {other}")
+            out.line(_wrap(f"    also: {personalize(other, known)}", "          "))
         selector = f"--category {group.category}" + (f" --mailbox {group.mailbox}" if group.mailbox else "")
         verb = "purge" if group.category == "invalid_message" else "requeue"
         out.line(f"    outbox poison {verb} {selector}")
@@ -208,7 +224,8 @@ def run_show(args: argparse.Namespace, ctx: Context) -> int:
                         ("attempts", item.envelope.get("attempts")), ("first seen", item.envelope.get("firstSeen")),
                         ("failed at", item.envelope.get("failedAt")), ("request id", error.get("requestId")),
                         ("retryable", error.get("retryable")), ("detail", error.get("detail")),
-                        ("fix", error.get("hint")), ("original in blob", item.message_blob)):
+                        ("fix", personalize(str(error.get("hint") or ""), _known(settings, item.mailbox))),
+                        ("original in blob", item.message_blob)):
         if value not in (None, ""):
             out.line(f"  {name:<17} {value}")
     out.line("envelope:")

@@ -81,7 +81,9 @@ class PoisonItem:
     def failed_at(self) -> str | None:
         if self.envelope:
             return self.envelope.get("failedAt")
-        return self.inserted_on.isoformat(timespec="seconds") if self.inserted_on else None
+        if self.inserted_on is None:
+            return None
+        return self.inserted_on.isoformat(timespec="seconds").replace("+00:00", "Z")
 
     @property
     def message_blob(self) -> str | None:
