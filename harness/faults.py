@@ -4,12 +4,17 @@ A rule selects requests (service, mailbox, recipient, operation), decides whethe
 match, at most ``times`` times, with a seeded probability) and says what happens:
 
 * ``reply``: answer the catalog entry ``catalog`` (exact shape from ``shared.catalog``);
-* ``latency``: wait ``latency_s`` seconds, then serve the request normally;
+* ``latency``: wait ``latency_s`` seconds, then serve the request normally (latency composes: every
+  latency rule that fires adds its wait, on top of the service's base latency from the scenario
+  limits, and at most one other rule (the first that fires) then decides what happens);
 * ``drop``: close the connection before the request is processed (nothing happened on the server);
 * ``drop_after_body``: process the request (the mail IS delivered), then close the connection without an
   answer: the ambiguous case a client must not blindly resend;
 * ``down``: the service is unreachable while the rule exists (``down_mode`` ``refused`` closes the
   listener, ``reset`` accepts and resets every connection).
+
+A rule without ``operation`` selects the service's default operation when it has one (SMTP: ``data``,
+the stage where a message is submitted), so its ``nth`` counts messages, not SMTP commands.
 
 Every rule draws from its own ``random.Random`` seeded from (engine seed, rule id), so a run replays
 exactly when the same requests arrive in the same order, whatever other rules do.
@@ -30,6 +35,9 @@ from typing import Any, Literal
 SERVICES = ("entra", "msi", "keyvault", "graph", "smtp")
 ACTIONS = ("reply", "latency", "drop", "drop_after_body", "down")
 Action = Literal["reply", "latency", "drop", "drop_after_body", "down"]
+# Services whose fakes consult the engine several times per request (SMTP: once per stage): a rule
+# without ``operation`` belongs to this one, so that it fires (and counts ``nth``) once per message.
+DEFAULT_OPERATIONS: dict[str, str] = {"smtp": "data"}
 
 
 class FaultRuleError(ValueError):
@@ -68,6 +76,8 @@ class FaultRule:
             raise FaultRuleError("times must be >= 0")
         if self.down_mode not in ("refused", "reset"):
             raise FaultRuleError("down_mode is 'refused' or 'reset'")
+        if self.latency_s < 0:
+            raise FaultRuleError("latency_s must be >= 0")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FaultRule:
@@ -99,38 +109,50 @@ class FaultRule:
             return False
         if self.recipient is not None and self.recipient.lower() not in {r.lower() for r in recipients}:
             return False
-        return self.operation is None or (operation or "").lower() == self.operation.lower()
+        default = DEFAULT_OPERATIONS.get(service)
+        wanted = self.operation or default
+        if wanted is None:
+            return True
+        return (operation or default or "").lower() == wanted.lower()
 
 
 @dataclass(frozen=True)
 class Fault:
-    """What a fake must do with this request (the rule that fired, and a convenience view of it)."""
+    """What a fake must do with this request.
 
-    rule: FaultRule
+    ``rule`` is the one non-latency rule that fired (None: only latency applies, ``action`` is
+    ``"latency"``); ``extra_latency_s`` is the base latency of the service plus every latency rule that
+    fired. ``delay()`` waits for all of it (plus ``rule.latency_s``), without blocking the loop.
+    """
+
+    rule: FaultRule | None
+    extra_latency_s: float = 0.0
+    latency_rules: tuple[FaultRule, ...] = ()
 
     @property
     def action(self) -> str:
-        return self.rule.action
+        return self.rule.action if self.rule is not None else "latency"
 
     @property
     def catalog(self) -> str | None:
-        return self.rule.catalog
+        return self.rule.catalog if self.rule is not None else None
 
     @property
     def params(self) -> Mapping[str, str]:
-        return self.rule.params
+        return self.rule.params if self.rule is not None else {}
 
     @property
     def latency_s(self) -> float:
-        return self.rule.latency_s
+        own = self.rule.latency_s if self.rule is not None else 0.0
+        return own + self.extra_latency_s
 
     @property
     def retry_after(self) -> int | None:
-        return self.rule.retry_after
+        return self.rule.retry_after if self.rule is not None else None
 
     async def delay(self) -> None:
-        if self.rule.latency_s > 0:
-            await asyncio.sleep(self.rule.latency_s)
+        if self.latency_s > 0:
+            await asyncio.sleep(self.latency_s)
 
 
 @dataclass
@@ -227,10 +249,17 @@ class FaultEngine:
         recipients: Iterable[str] = (),
         recipient: str | None = None,
         operation: str | None = None,
+        base_latency_s: float = 0.0,
     ) -> Fault | None:
-        """The fault for this request, or None. Call once per request (or per SMTP command)."""
+        """The fault for this request, or None. Call once per request (or per SMTP command).
+
+        Every latency rule that fires adds its ``latency_s``; the first other rule that fires is the
+        action (later ones count the match but do not fire). ``base_latency_s`` (the service's latency
+        from the scenario limits) is added to whatever applies, so a slow service still fails on cue.
+        """
         recipient_list = [*recipients, *([recipient] if recipient else [])]
         chosen: FaultRule | None = None
+        latency_rules: list[FaultRule] = []
         with self._lock:
             for state in self._states:
                 rule = state.rule
@@ -239,13 +268,22 @@ class FaultEngine:
                 if not rule.selects(service, mailbox=mailbox, recipients=recipient_list, operation=operation):
                     continue
                 state.matched += 1
+                if rule.action != "latency" and chosen is not None:
+                    continue
                 fires = state.matched >= rule.nth and (rule.times is None or state.fired < rule.times)
                 if fires and rule.probability is not None:
                     fires = state.rng.random() < rule.probability
-                if fires and chosen is None:
-                    state.fired += 1
+                if not fires:
+                    continue
+                state.fired += 1
+                if rule.action == "latency":
+                    latency_rules.append(rule)
+                else:
                     chosen = rule
-        return Fault(chosen) if chosen else None
+        extra = max(0.0, base_latency_s) + sum(rule.latency_s for rule in latency_rules)
+        if chosen is None and not latency_rules and extra <= 0:
+            return None
+        return Fault(chosen, extra_latency_s=extra, latency_rules=tuple(latency_rules))
 
     def _rng_for(self, rule_id: str) -> random.Random:
         return random.Random(f"{self._seed}:{rule_id}")
@@ -332,12 +370,15 @@ def aiohttp_middleware(
             await fault.delay()
             return await handler(request)
         if fault.action == "drop":
+            await fault.delay()
             drop_http_connection(request)
             raise ConnectionDropped
         if fault.action == "drop_after_body":
             await handler(request)
+            await fault.delay()
             drop_http_connection(request)
             raise ConnectionDropped
+        await fault.delay()
         assert fault.catalog is not None
         status, headers, body = catalog_http_reply(
             service,

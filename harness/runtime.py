@@ -96,7 +96,13 @@ class HarnessRuntime:
         recipients: Iterable[str] = (),
         operation: str | None = None,
     ) -> Fault | None:
-        return self.faults.match(service, mailbox=mailbox, recipients=recipients, operation=operation)
+        return self.faults.match(
+            service,
+            mailbox=mailbox,
+            recipients=recipients,
+            operation=operation,
+            base_latency_s=self.scenario.limits.base_latency_s(service),
+        )
 
     # -- endpoints ------------------------------------------------------------------------------------
     @property

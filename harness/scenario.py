@@ -150,6 +150,11 @@ class ExchangeSettings:
     smtp_copies_to_sent_items: bool = False
 
 
+def _check_latency(where: str, latency_ms: float) -> None:
+    if latency_ms < 0:
+        raise ScenarioError(f"{where}.latency_ms must be >= 0")
+
+
 @dataclass(frozen=True)
 class GraphLimits:
     concurrency: int = 4
@@ -158,6 +163,11 @@ class GraphLimits:
     upload_bytes_per_window: int = 150 * 1024 * 1024
     upload_window_s: float = 300.0
     max_request_bytes: int = 4 * 1024 * 1024
+    latency_ms: float = 0.0
+    """Base latency of every Graph request (held while the request counts as in flight)."""
+
+    def __post_init__(self) -> None:
+        _check_latency("limits.graph", self.latency_ms)
 
 
 @dataclass(frozen=True)
@@ -168,12 +178,25 @@ class SmtpLimits:
     recipients_per_message: int = 500
     recipients_per_day: int = 10_000
     max_message_bytes: int = 35 * 1024 * 1024
+    latency_ms: float = 0.0
+    """Base latency before every SMTP reply the fake scripts (banner, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA)."""
+
+    def __post_init__(self) -> None:
+        _check_latency("limits.smtp", self.latency_ms)
 
 
 @dataclass(frozen=True)
 class Limits:
     graph: GraphLimits = field(default_factory=GraphLimits)
     smtp: SmtpLimits = field(default_factory=SmtpLimits)
+
+    def base_latency_s(self, service: str) -> float:
+        """The per-service base latency the fakes add to every request (0 for services without one)."""
+        if service == "graph":
+            return self.graph.latency_ms / 1000.0
+        if service == "smtp":
+            return self.smtp.latency_ms / 1000.0
+        return 0.0
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,11 @@ test CA's certificate, like Exchange:
   message size (``552 5.3.4``), sender threads per mailbox (``432 4.3.2``), messages per minute
   (``451 4.7.500``, the catalog's documented assumption) and recipients per day (``554 5.2.0``);
 * faults by stage (``connect``, ``ehlo``, ``starttls``, ``auth``, ``mail``, ``rcpt``, ``data``). A rule
-  without ``operation`` applies at ``data``, after the message body arrived: ``reply`` answers its catalog
-  entry (nothing delivered unless ``params.delivered = "true"``), ``drop`` closes without an answer and
-  without delivering, ``drop_after_body`` delivers (unless ``params.delivered = "false"``) and closes
-  without an answer: the ambiguous case.
+  without ``operation`` applies at ``data`` (the fault engine's default SMTP operation), after the
+  message body arrived: ``reply`` answers its catalog entry (nothing delivered unless
+  ``params.delivered = "true"``), ``drop`` closes without an answer and without delivering,
+  ``drop_after_body`` delivers (unless ``params.delivered = "false"``) and closes without an answer: the
+  ambiguous case. Latency (rules and ``limits.smtp.latency_ms``) is slept before the stage's reply.
 
 Every accepted message is recorded in ``runtime.state`` with its envelope and raw MIME. It counts as
 saved to Sent Items only when the scenario says so (``exchange.smtp_copies_to_sent_items``).
@@ -47,7 +48,6 @@ from shared import catalog
 
 SERVICE = "smtp"
 STAGES = ("connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data")
-DEFAULT_STAGE = "data"
 ADVERTISED_SIZE = 157_286_400
 # Realistic XOAUTH2 lines are a few KB; Exchange accepts them, aiosmtpd's 512-byte default does not.
 AUTH_LINE_LIMIT = 64 * 1024
@@ -122,15 +122,6 @@ class SmtpFake:
         self.throttle = SmtpThrottle(self._limits_seen)
         self.daily = SlidingWindow(self._limits_seen.recipients_per_day, DAY_S)
         self.authenticator.forget()
-
-    def stage_targeted(self, stage: str) -> bool:
-        """Whether any rule names this stage; operation-less rules belong to ``data``."""
-        if stage == DEFAULT_STAGE:
-            return True
-        return any(
-            rule.service == SERVICE and (rule.operation or "").lower() == stage
-            for rule in self.runtime.faults.rules()
-        )
 
     def protocol(self) -> ExchangeSMTP:
         return ExchangeSMTP(self)
@@ -215,9 +206,11 @@ class ExchangeSMTP(SMTP):
         raise asyncio.CancelledError
 
     async def _stage_fault(self, stage: str, recipients: list[str] | None = None) -> Fault | None:
-        """The fault for this stage: latency is served here; other actions go back to the caller."""
-        if not self.fake.stage_targeted(stage):
-            return None
+        """The fault for this stage: latency is served here; other actions go back to the caller.
+
+        The engine gives operation-less rules to ``data`` (``harness.faults.DEFAULT_OPERATIONS``), so
+        every stage can ask it; latency rules and the base latency (``limits.smtp.latency_ms``) add up.
+        """
         fault = self.runtime.fault(SERVICE, mailbox=self.mailbox, recipients=recipients or (), operation=stage)
         if fault is None:
             return None
@@ -232,6 +225,7 @@ class ExchangeSMTP(SMTP):
         if fault is None:
             return None
         if fault.action in ("drop", "drop_after_body"):
+            await fault.delay()
             self._record(stage, "dropped")
             self._drop()
         await fault.delay()
@@ -417,6 +411,7 @@ class ExchangeSMTP(SMTP):
         if fault is None:
             return self._submit(envelope)
         if fault.action == "drop":
+            await fault.delay()
             self._record("data", "dropped")
             self._drop()
         if fault.action == "drop_after_body":
