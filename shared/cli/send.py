@@ -150,26 +150,24 @@ def _attachments(body: dict[str, Any], files: list[Path], settings: Any, message
         body["attachments"] = attachments
         return
     # Too big for a queue message: park the larger files in blob storage and reference them.
-    from shared.cli.storage import CLI_RETRY
-    from shared.queues import QueueStore
+    from shared.cli.storage import queue_store, storage_failure
 
-    store = QueueStore(None, queue=settings.queue, poison_queue=settings.poison_queue,
-                       blob_service=settings.storage.blob_service_client(**CLI_RETRY),
-                       container=settings.attachments_container)
+    store = queue_store(settings)
     start = len(attachments) - len(found)
-    for offset, (path, data) in enumerate(found):
-        if len(data) <= INLINE_LIMIT // 4:
-            continue
-        try:
-            ref = store.store_blob(f"cli/{message_id}/{offset}-{path.name}", data)
-        except Exception as exc:
-            from shared.cli.storage import storage_failure
-
-            raise storage_failure(exc, f"uploading {path} to {settings.attachments_container}") from None
-        entry = dict(attachments[start + offset])
-        entry.pop("contentBase64")
-        entry["blob"] = ref
-        attachments[start + offset] = entry
+    try:
+        for offset, (path, data) in enumerate(found):
+            if len(data) <= INLINE_LIMIT // 4:
+                continue
+            try:
+                ref = store.store_blob(f"cli/{message_id}/{offset}-{path.name}", data)
+            except Exception as exc:
+                raise storage_failure(exc, f"uploading {path} to {settings.attachments_container}") from None
+            entry = dict(attachments[start + offset])
+            entry.pop("contentBase64")
+            entry["blob"] = ref
+            attachments[start + offset] = entry
+    finally:
+        store.close()
     body["attachments"] = attachments
 
 
