@@ -275,3 +275,17 @@ def test_settings_only_the_function_needs_are_a_warning_not_a_stop(cli: Any, doc
     assert (first["id"], first["status"]) == ("settings", "warn")
     assert "OUTBOX_QUEUE" in first["summary"]
     assert {c["id"]: c["status"] for c in report["checks"]}["smtp.mail_from"] == "pass"
+
+
+def test_smtp_endpoint_unreachable_is_the_egress_line(cli: Any, doctor_json: Any) -> None:
+    cli.harness.set_fault(service="smtp", action="down")
+
+    code, report = doctor_json("--mailbox", SENDER, "--transport", "smtp")
+
+    assert code == 1
+    (connect,) = failing(report)
+    assert (connect["id"], connect["cause"]) == ("smtp.connect", "network.unreachable")
+    assert "firewall egress on port" in connect["fix"]
+    statuses = {c["id"]: c["status"] for c in report["checks"]}
+    assert statuses["smtp.claims"] == "pass"
+    assert statuses["smtp.starttls"] == statuses["smtp.auth"] == statuses["smtp.mail_from"] == "skip"
