@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import OTHER, Stack, mail
+from tests.e2e.conftest import NOREPLY, OTHER, SENDER, Stack, mail
 
 GRAPH_SEND = "sendMail"
 
@@ -124,3 +124,20 @@ def test_bad_input_never_crashes_the_function(stack: Stack) -> None:
     envs = stack.poison(count=len(bodies), timeout=30)
     assert all(isinstance(e, dict) and e["error"]["category"] == "invalid_message" for e in envs)
     assert stack.host.stats.failed == 0
+
+
+def test_retry_after_pauses_that_mailbox_only(stack: Stack) -> None:
+    stack.harness.set_fault(service="graph", catalog="graph.too_many_requests", retry_after=4, times=1,
+                            mailbox=SENDER)
+    stack.enqueue(mail(id="pause-a"))
+    stack.wait_state("pause-a", "retrying")
+    throttled_at = next(t for s, t in _graph_statuses(stack) if s == 429)
+    stack.enqueue(mail(id="pause-b"))                       # same mailbox: waits for the pause
+    stack.enqueue(mail(id="free-c", **{"from": NOREPLY}))   # another mailbox: not held up
+    free = stack.wait_state("free-c", "sent")
+    paused = stack.wait_state("pause-b", "sent", timeout=30)
+    assert free.sent_at is not None and paused.sent_at is not None
+    assert free.sent_at.timestamp() - throttled_at < 3.5
+    assert paused.sent_at.timestamp() - throttled_at >= 4.0
+    assert paused.attempts == 1  # waiting out another message's Retry-After is not an attempt
+    stack.wait_state("pause-a", "sent", timeout=30)
