@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from shared.message import InvalidMessage, Message, decode_body, message_to_json, parse_message
 from tests.unit.message_strategies import TOP_LEVEL_FIELDS, json_values, valid_bodies
 
-PROPERTY = settings(max_examples=150, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 
 
 def parse_or_invalid(data: object) -> Message | InvalidMessage:

@@ -22,7 +22,7 @@ from shared.render_graph import render_send_mail
 from shared.render_mime import envelope_recipients, render_mime, to_bytes
 from tests.unit.message_strategies import valid_bodies
 
-PROPERTY = settings(max_examples=120, deadline=1000, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(max_examples=80, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 WHEN = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 
 
@@ -158,7 +158,7 @@ SLOTS = {
 }
 
 
-@settings(max_examples=300, deadline=1000)
+@settings(max_examples=300, deadline=2000)
 @given(st.sampled_from(sorted(SLOTS)), INJECTIONS)
 def test_no_field_can_inject_a_header(slot: str, value: str) -> None:
     body: dict[str, Any] = {"from": "app@contoso.example", "to": ["u@x.example"], "html": "<img src=cid:a>"}
