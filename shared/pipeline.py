@@ -244,7 +244,10 @@ class Pipeline:
                                  attempt=claim.row.attempts, extra={"reason": "in_flight"})
 
         work.attempt = claim.row.attempts
-        transport = self.senders.transport(transport_name)
+        try:
+            transport = self.senders.transport(transport_name)
+        except OutboxError as err:  # e.g. a transport that cannot be built from the settings: config
+            return self._failed(work, ctx, err)
 
         # 4. The previous attempt may have delivered: decide per OUTBOX_ON_AMBIGUOUS before sending.
         if claim.previous_unknown:
