@@ -25,7 +25,14 @@ from shared.addresses import format_address_header
 from shared.message import Attachment, Message
 from shared.message_id import make_message_id
 
-__all__ = ["envelope_recipients", "make_message_id", "render_mime", "to_bytes", "unstructured_header"]
+__all__ = [
+    "content_disposition",
+    "envelope_recipients",
+    "make_message_id",
+    "render_mime",
+    "to_bytes",
+    "unstructured_header",
+]
 
 # 7bit: text parts with non-ASCII go out quoted-printable or base64, never as raw 8-bit, so the
 # message needs no 8BITMIME from whatever relay it passes through.
