@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import secrets
+import signal
 import sys
 import threading
 import time
@@ -678,6 +679,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The Azure SDKs log every HTTP request at INFO; the Functions host does not show those either.
+    logging.getLogger("azure").setLevel(max(logging.WARNING, logging.getLogger().level))
     overrides: dict[str, Any] = {}
     if args.max_polling_interval is not None:
         overrides["max_polling_interval_s"] = args.max_polling_interval
@@ -702,10 +705,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if host._server is not None:
         where = "OUTBOX_API_KEY from the settings" if host.values.get("OUTBOX_API_KEY") else host.function_key
         print(f"HTTP: {host.base_url}/{host.route_prefix}/  (send x-functions-key: {where})")
-    print("Ctrl-C stops it.")
+    print("Ctrl-C (or SIGTERM) stops it.")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        while True:
-            time.sleep(3600)
+        while not stop.wait(3600):
+            pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -159,3 +159,34 @@ def test_environment_wins_over_local_settings(app_root: Path, azurite: Azurite, 
         assert host.wait_until(lambda: host.stats.succeeded == 1, 20)
         [(_, _, greeting)] = [s for s in _module(app_root).SEEN if s[0] == "which greeting"]
     assert greeting == "from-env"
+
+
+def test_command_line_host_serves_and_stops_on_sigterm(app_root: Path, azurite: Azurite, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    queue = f"lh-{uuid.uuid4().hex[:8]}"
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": _values(app_root, azurite, queue)}))
+    (app_root / "host.json").write_text(json.dumps(host_json()))
+    proc = subprocess.Popen([sys.executable, "-m", "harness.localhost", "--settings", str(settings), "--app-root",
+                             str(app_root), "--port", "0"], cwd=Path(__file__).resolve().parents[2],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if "stops it" in line:
+                break
+        assert any("functions: work, item, open_" in line for line in lines), lines
+        url = next(line.split()[1] for line in lines if line.startswith("HTTP: "))
+        with urllib.request.urlopen(f"{url}open", timeout=10) as resp:
+            assert resp.read() == b"open"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
