@@ -101,11 +101,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     clientCertEnabled: false
     publicNetworkAccess: 'Enabled'
     siteConfig: {
-      // Inline so the host's first start already has every setting (%OUTBOX_QUEUE% must resolve).
-      appSettings: [for setting in items(union(appSettings, platformSettings)): {
-        name: setting.key
-        value: setting.value
-      }]
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
@@ -132,6 +127,22 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       }
     }
   }
+}
+
+// App settings as their own resource, as in Microsoft's Flex Consumption templates: the values read other
+// resources at deployment time (endpoints, the connection string), which a loop in siteConfig could not.
+resource appSettingsConfig 'Microsoft.Web/sites/config@2024-04-01' = {
+  // checkov reads every sites/config as the web config; this one holds app settings only (web checks: the site).
+  // checkov:skip=CKV_AZURE_13:Not the auth settings: the ad hoc send endpoint is protected by a function key and the queue trigger has no HTTP surface.
+  // checkov:skip=CKV_AZURE_63:Not the web config: HTTP logging is a Windows App Service feature; requests and logs go to Application Insights.
+  // checkov:skip=CKV_AZURE_65:Not the web config: detailed error pages are a Windows App Service feature; errors go to Application Insights.
+  parent: site
+  // checkov:skip=CKV_AZURE_66:Not the web config: failed request tracing is a Windows App Service feature; failures go to Application Insights.
+  // checkov:skip=CKV_AZURE_80:Not the web config, and a Python app has no .NET Framework version.
+  // checkov:skip=CKV_AZURE_88:Not the web config: the app mounts no Azure Files share (Flex Consumption runs from the deployment container).
+  // checkov:skip=CKV_AZURE_222:Not the web config: public network access is set, and its skip explained, on the site.
+  name: 'appsettings'
+  properties: union(appSettings, platformSettings)
 }
 
 // Publishing goes through Entra ID (azd uses the deployer's token); basic-auth FTP and SCM stay off.

@@ -145,23 +145,21 @@ def decorator(param: dict[str, Any], kind: str) -> Any:
 def app_settings() -> dict[str, Any]:
     """Every app setting the deployment gives the function: name -> its expression.
 
-    function.bicep sets `siteConfig.appSettings` from `items(union(appSettings, platformSettings))`, and
+    function.bicep's `appsettings` config resource holds `union(appSettings, platformSettings)`, and
     main.bicep passes its `outboxSettings` variable as `appSettings`; this follows that wiring (and fails
     if it changes) rather than trusting it.
     """
     fn = parse(module_path("function"))
-    site = fn["resources"]["site"]["config"]
-    loop = site["properties"]["siteConfig"]["appSettings"]
-    source = loop["loop_type"]["detail"]["array_name"]
-    items = function_call(source)
-    assert items and items[0] == "items", "appSettings must be built from items(...)"
-    union = function_call(items[1]["arg_1"])
-    assert union and union[0] == "union", "appSettings must be items(union(appSettings, platformSettings))"
+    configs = [r for r in resources_of_type(fn, "Microsoft.Web/sites/config").values()
+               if body(r)["name"] == "appsettings"]
+    assert len(configs) == 1, "exactly one appsettings config resource"
+    config = body(configs[0])
+    assert config["parent"] == "site"
+    union = function_call(config["properties"])
+    assert union and union[0] == "union", "app settings must be union(appSettings, platformSettings)"
     parts = list(union[1].values())
     assert parts == ["appSettings", "platformSettings"], parts
-    item = loop["loop_type"]["detail"]["item_name"]
-    assert accessor_chain(loop["config"]["name"]) == [item, "key"]
-    assert accessor_chain(loop["config"]["value"]) == [item, "value"]
+    assert "appSettings" not in body(fn["resources"]["site"])["properties"]["siteConfig"], "set in one place only"
 
     main = parse(MAIN)
     passed = main["modules"]["functionApp"]["config"]["params"]["appSettings"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import os
 import re
 import sys
 
@@ -39,12 +40,12 @@ def ignored(rel: str, patterns: list[str] | None = None) -> bool:
 
 def _package() -> list[str]:
     files = []
-    for path in ROOT.rglob("*"):
-        rel = path.relative_to(ROOT)
-        if any(part in SKIP_WALK for part in rel.parts) or not path.is_file():
-            continue
-        if not ignored(rel.as_posix()):
-            files.append(rel.as_posix())
+    for folder, dirs, names in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in SKIP_WALK]  # prune: node_modules alone is thousands of files
+        for name in names:
+            rel = os.path.relpath(os.path.join(folder, name), ROOT).replace(os.sep, "/")
+            if not ignored(rel):
+                files.append(rel)
     return sorted(files)
 
 
