@@ -9,7 +9,6 @@ import base64
 import json
 import logging
 import random
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,10 +32,9 @@ from tests.unit.test_pipeline_support import (
 )
 
 
-@pytest.fixture(scope="module")
-def storage() -> Iterator[str]:
-    with Azurite() as azurite:
-        yield azurite.connection_string
+@pytest.fixture
+def storage(azurite: Azurite) -> str:
+    return azurite.connection_string
 
 
 class World:

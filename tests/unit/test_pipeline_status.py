@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 
@@ -13,12 +12,11 @@ from shared.status import ClaimKind, StatusStore
 from tests.unit.test_pipeline_support import unique
 
 
-@pytest.fixture(scope="module")
-def service() -> Iterator[object]:
+@pytest.fixture
+def service(azurite: Azurite) -> object:
     from azure.data.tables import TableServiceClient
 
-    with Azurite() as azurite:
-        yield TableServiceClient.from_connection_string(azurite.connection_string)
+    return TableServiceClient.from_connection_string(azurite.connection_string)
 
 
 @pytest.fixture
