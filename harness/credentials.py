@@ -72,6 +72,14 @@ class CertificateStore:
                 self._vault = [VaultVersion(_new_version(), certificate, dt.datetime.now(dt.UTC))]
                 self._vault_source = source
 
+    def undo_rotations(self) -> None:
+        """Back to the scenario's own certificates (between tests): rotated versions, extra keys and
+        revocations are forgotten, so one test's rotation cannot break the next test's token."""
+        with self._lock:
+            self._extra_keys.clear()
+            self._revoked.clear()
+            del self._vault[1:]
+
     def certificate(self, app_name: str, label: str = "current") -> AppCertificate:
         with self._lock:
             return self._generated[(app_name, label)].certificate

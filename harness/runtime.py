@@ -65,6 +65,7 @@ class HarnessRuntime:
 
     def reset(self, scenario: Scenario | None = None) -> None:
         """Forget deliveries, requests and limiter state; faults back to the scenario's own rules."""
+        self.credentials.undo_rotations()
         if scenario is not None and scenario != self.scenario:
             self.set_scenario(scenario)
         current = self.scenario
