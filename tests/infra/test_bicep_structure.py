@@ -327,3 +327,14 @@ def test_deploy_guide_documents_every_azd_variable_and_script() -> None:
         if not script.name.startswith("_"):
             assert script.name in guide, f"docs/deploy.md does not mention {script.name}"
     assert "not run here" in guide.lower()
+
+
+@pytest.mark.parametrize("path", FILES, ids=_rel)
+def test_comment_runs_inside_blocks_stay_within_what_checkovs_parser_reads(path: Path) -> None:
+    """checkov pins pycep-parser 0.5.1, which rejects more than 4 comment lines in a row inside an object
+    (the checkov test would report a parse error; this says where, without needing checkov)."""
+    run = 0
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        indented_comment = line.startswith(" ") and line.lstrip().startswith("//")
+        run = run + 1 if indented_comment else 0
+        assert run <= 4, f"{path.name}:{lineno}: {run} comment lines in a row inside a block"
