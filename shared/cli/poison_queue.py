@@ -23,7 +23,7 @@ HOST_HINT = (
     "logs for the exception at the time below, fix it, then requeue"
 )
 PEEK_LIMIT = 32
-SCAN_VISIBILITY_S = 60
+SCAN_VISIBILITY_S = 120
 
 
 @dataclass
@@ -191,11 +191,17 @@ class PoisonQueue:
         return items
 
     def release(self, items: Iterable[PoisonItem]) -> None:
-        """Make received messages visible again now."""
+        """Make received messages visible again now (one whose receipt went stale already is)."""
+        from azure.core.exceptions import HttpResponseError
+
         for item in items:
             if item.pop_receipt:
-                self.client.update_message(item.queue_message_id, item.pop_receipt, visibility_timeout=0)
-                item.pop_receipt = None
+                receipt, item.pop_receipt = item.pop_receipt, None
+                try:
+                    self.client.update_message(item.queue_message_id, receipt, visibility_timeout=0)
+                except HttpResponseError as exc:
+                    if exc.status_code not in (400, 404):
+                        raise
 
     def delete(self, item: PoisonItem) -> None:
         self.client.delete_message(item.queue_message_id, item.pop_receipt)
