@@ -203,8 +203,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     temp = args.state is None
     state_dir = Path(tempfile.mkdtemp(prefix="outbox-demo-")) if temp else Path(args.state)
+    from harness.azurite import AzuriteError
+
     try:
         return run(sys.stdout, timeout_s=args.timeout, state_dir=state_dir, verbose=args.verbose)
+    except AzuriteError as exc:
+        print(f"demo: {exc}", file=sys.stderr)
+        return 2
     finally:
         if temp:
             shutil.rmtree(state_dir, ignore_errors=True)
