@@ -1,0 +1,1 @@
+"""The `outbox` command line (entry point: ``shared.cli.main:main``); see docs/cli.md."""
