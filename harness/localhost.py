@@ -414,9 +414,7 @@ class LocalHost:
             opts = replace(opts, **dict(queue_overrides))
         self.queue_options = opts
         self.route_prefix = str(((host.get("extensions") or {}).get("http") or {}).get("routePrefix", "api")).strip("/")
-        if http_port is None:
-            port_setting = ((local.get("Host") or {}).get("LocalHttpPort"))
-            http_port = int(port_setting) if port_setting else 7071
+        # None: no HTTP server (queue triggers only); 0: a free port chosen at start.
         self._http_port = http_port
         self.http_host = http_host
         self.function_key = function_key or self.values.get("OUTBOX_API_KEY") or secrets.token_urlsafe(24)
@@ -468,7 +466,7 @@ class LocalHost:
                                                str(trig.raw.get("authLevel", "FUNCTION")).upper(), trig.name))
                 else:
                     log.warning("function %s: trigger type %s is not run by the local host", fn.name, trig.type)
-            if self._routes and self._http_port is not None and self._http_port >= 0:
+            if self._routes and self._http_port is not None:
                 self._start_http()
             for listener in self._listeners:
                 listener.start()
@@ -672,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settings", default="local.settings.json", help="local.settings.json to read")
     parser.add_argument("--app-root", default=".", help="folder holding host.json and the worker's script file")
     parser.add_argument("--port", type=int, default=None,
-                        help="HTTP port (default: the port of OUTBOX_API_URL, else Host.LocalHttpPort, else 7071)")
+                        help="HTTP port; 0 picks a free one (default: the port of OUTBOX_API_URL, else Host.LocalHttpPort, else 7071)")
     parser.add_argument("--max-polling-interval", type=float, default=None, help="override host.json, seconds")
     parser.add_argument("--visibility-timeout", type=float, default=None, help="override host.json, seconds")
     parser.add_argument("--log-level", default="INFO")
@@ -688,9 +686,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["visibility_timeout_s"] = args.visibility_timeout
     port = args.port
     if port is None:
-        values = (read_local_settings(args.settings).get("Values") or {}) if Path(args.settings).is_file() else {}
+        local = read_local_settings(args.settings) if Path(args.settings).is_file() else {}
+        values = local.get("Values") or {}
         api_url = os.environ.get("OUTBOX_API_URL") or values.get("OUTBOX_API_URL") or ""
         port = urlsplit(api_url).port if api_url else None
+        if port is None:
+            port = int((local.get("Host") or {}).get("LocalHttpPort") or 7071)
     settings_file = args.settings if Path(args.settings).is_file() else None
     if settings_file is None:
         print(f"warning: {args.settings} not found; using the environment only", file=sys.stderr)
