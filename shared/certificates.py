@@ -190,6 +190,12 @@ class CertificateProvider:
         with self._lock:
             self._stale = True
 
+    def read_unchecked(self) -> CertificateMaterial:
+        """Read the vault now, without the validity check or the cache: doctor shows an expired
+        certificate's thumbprint and dates instead of only refusing it."""
+        with self._lock:
+            return self._read()
+
     @property
     def cached(self) -> CertificateMaterial | None:
         return self._material

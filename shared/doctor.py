@@ -232,8 +232,7 @@ def check_allowed(settings: Settings, addresses: Sequence[str]) -> Check:
 def check_keyvault(settings: Settings, provider: CertificateProvider) -> tuple[Check, CertificateMaterial | None]:
     title = "Key Vault certificate readable"
     try:
-        # The unchecked read: doctor reports an expired certificate's dates instead of only refusing it.
-        material = provider._read()
+        material = provider.read_unchecked()
     except OutboxError as exc:
         return Check(
             "keyvault", title, "fail",
