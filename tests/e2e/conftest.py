@@ -128,8 +128,16 @@ class Stack:
 
 
 @pytest.fixture
-def stack_factory(harness: Harness, azurite: Azurite) -> Iterator[Callable[..., Stack]]:
+def stack_factory(harness: Harness, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Stack]]:
     started: list[LocalHost] = []
+    # The local host, like Core Tools, lets the environment win over local.settings.json: make sure nothing
+    # left in this process's environment shadows the test's settings (CA variables excepted: outbox passes
+    # OUTBOX_CA_BUNDLE explicitly and never relies on them).
+    import os
+
+    for key in list(os.environ):
+        if key.startswith(("OUTBOX_", "IDENTITY_", "AzureWebJobs", "PYTHON_SCRIPT_FILE_NAME")) or key == "AZURE_CLIENT_ID":
+            monkeypatch.delenv(key)
 
     def factory(*, settings: dict[str, str] | None = None, host: dict[str, Any] | None = None) -> Stack:
         values = harness.settings_values()
