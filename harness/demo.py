@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import json
 import logging
 import shutil
@@ -97,6 +98,7 @@ def _table(rows: list[list[str]], out: TextIO) -> None:
 
 
 def run(out: TextIO, *, timeout_s: float, state_dir: Path, verbose: bool) -> int:
+    from azure.core.exceptions import ResourceExistsError
     from azure.storage.queue import QueueServiceClient
 
     from harness.localhost import LocalHost
@@ -113,7 +115,8 @@ def run(out: TextIO, *, timeout_s: float, state_dir: Path, verbose: bool) -> int
         out.write(f"  harness up in {time.monotonic() - started:.1f} s; state in {state_dir}\n")
         queue_service = QueueServiceClient.from_connection_string(values["AzureWebJobsStorage"])
         queue = queue_service.get_queue_client(values["OUTBOX_QUEUE"])
-        queue.create_queue()
+        with contextlib.suppress(ResourceExistsError):
+            queue.create_queue()
         with LocalHost(app_root=PROJECT_ROOT, values=values, queue_overrides=DEMO_HOST, http_port=None) as host:
             out.write(f"  local Functions host: {', '.join(f.name for f in host.functions)}\n")
             demo = cases()
