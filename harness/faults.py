@@ -4,9 +4,9 @@ A rule selects requests (service, mailbox, recipient, operation), decides whethe
 match, at most ``times`` times, with a seeded probability) and says what happens:
 
 * ``reply``: answer the catalog entry ``catalog`` (exact shape from ``shared.catalog``);
-* ``latency``: wait ``latency_s`` seconds, then serve the request normally (latency composes: every
-  latency rule that fires adds its wait, on top of the service's base latency from the scenario
-  limits, and at most one other rule (the first that fires) then decides what happens);
+* ``latency``: wait ``latency_s`` seconds, then serve the request normally (latency composes: the
+  longest latency rule that fires is added to the service's base latency from the scenario limits,
+  and at most one other rule (the first that fires) then decides what happens);
 * ``drop``: close the connection before the request is processed (nothing happened on the server);
 * ``drop_after_body``: process the request (the mail IS delivered), then close the connection without an
   answer: the ambiguous case a client must not blindly resend;
@@ -121,8 +121,8 @@ class Fault:
     """What a fake must do with this request.
 
     ``rule`` is the one non-latency rule that fired (None: only latency applies, ``action`` is
-    ``"latency"``); ``extra_latency_s`` is the base latency of the service plus every latency rule that
-    fired. ``delay()`` waits for all of it (plus ``rule.latency_s``), without blocking the loop.
+    ``"latency"``); ``extra_latency_s`` is the base latency of the service plus the longest latency rule
+    that fired. ``delay()`` waits for all of it (plus ``rule.latency_s``), without blocking the loop.
     """
 
     rule: FaultRule | None
@@ -253,9 +253,11 @@ class FaultEngine:
     ) -> Fault | None:
         """The fault for this request, or None. Call once per request (or per SMTP command).
 
-        Every latency rule that fires adds its ``latency_s``; the first other rule that fires is the
-        action (later ones count the match but do not fire). ``base_latency_s`` (the service's latency
-        from the scenario limits) is added to whatever applies, so a slow service still fails on cue.
+        Every latency rule that selects the request fires (counters advance) and the longest of their
+        ``latency_s`` applies: overlapping slowness episodes do not stack, and a rule added twice does
+        not double its wait. The first other rule that fires is the action (later ones count the match
+        but do not fire). ``base_latency_s`` (the service's latency from the scenario limits) is added
+        to whatever applies, so a slow service still fails on cue.
         """
         recipient_list = [*recipients, *([recipient] if recipient else [])]
         chosen: FaultRule | None = None
@@ -280,7 +282,7 @@ class FaultEngine:
                     latency_rules.append(rule)
                 else:
                     chosen = rule
-        extra = max(0.0, base_latency_s) + sum(rule.latency_s for rule in latency_rules)
+        extra = max(0.0, base_latency_s) + max((rule.latency_s for rule in latency_rules), default=0.0)
         if chosen is None and not latency_rules and extra <= 0:
             return None
         return Fault(chosen, extra_latency_s=extra, latency_rules=tuple(latency_rules))

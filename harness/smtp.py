@@ -209,7 +209,7 @@ class ExchangeSMTP(SMTP):
         """The fault for this stage: latency is served here; other actions go back to the caller.
 
         The engine gives operation-less rules to ``data`` (``harness.faults.DEFAULT_OPERATIONS``), so
-        every stage can ask it; latency rules and the base latency (``limits.smtp.latency_ms``) add up.
+        every stage can ask it; the longest latency rule is added to the base latency (``limits.smtp.latency_ms``).
         """
         fault = self.runtime.fault(SERVICE, mailbox=self.mailbox, recipients=recipients or (), operation=stage)
         if fault is None:

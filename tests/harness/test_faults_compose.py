@@ -35,7 +35,7 @@ def test_a_catch_all_latency_rule_no_longer_hides_later_rules() -> None:
     engine = FaultEngine(
         [
             {"service": "graph", "action": "latency", "latency_s": 0.1},
-            {"service": "graph", "action": "latency", "latency_s": 0.05, "operation": "sendMail"},
+            {"service": "graph", "action": "latency", "latency_s": 0.15, "operation": "sendMail"},
             {"service": "graph", "catalog": "graph.service_unavailable", "nth": 2, "times": 1},
             {"service": "graph", "action": "drop", "nth": 2, "times": 1},
         ]
@@ -49,6 +49,17 @@ def test_a_catch_all_latency_rule_no_longer_hides_later_rules() -> None:
     # The drop rule matched the second request too, but only the first non-latency rule acts.
     assert third is not None and third.action == "drop" and third.latency_s == pytest.approx(0.1)
     assert [s["fired"] for s in engine.stats()] == [3, 2, 1, 1]
+
+
+def test_latency_rules_take_the_longest_and_add_to_the_base() -> None:
+    engine = FaultEngine([
+        {"service": "graph", "action": "latency", "latency_s": 0.2, "operation": "sendMail"},
+        {"service": "graph", "action": "latency", "latency_s": 0.2, "operation": "sendMail"},  # added twice
+        {"service": "graph", "action": "latency", "latency_s": 0.05},
+    ])
+    fault = engine.match("graph", operation="sendMail", base_latency_s=0.1)
+    assert fault is not None and fault.latency_s == pytest.approx(0.3)
+    assert len(fault.latency_rules) == 3
 
 
 def test_base_latency_alone_and_with_a_rule() -> None:
