@@ -1,4 +1,4 @@
-"""``python -m harness up ...`` starts the offline stack; ``python -m harness demo`` runs the demo."""
+"""``python -m harness up|localhost|demo``: the offline stack, the local Functions host, the demo."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import sys
 USAGE = """usage: python -m harness <command> [options]
 
 commands:
-  up     start every fake (Entra, managed identity, Key Vault, Graph, SMTP) and Azurite,
-         write <state>/local.settings.json and <state>/outbox.env; Ctrl-C stops
-  demo   run the end-to-end demo (when available)
+  up         start every fake (Entra, managed identity, Key Vault, Graph, SMTP) and Azurite,
+             write <state>/local.settings.json and <state>/outbox.env; Ctrl-C stops
+  localhost  run the local stand-in for the Functions host on the real function_app
+             (--settings FILE: the local.settings.json that `up` wrote)
+  demo       run the end-to-end demo
 
 `python -m harness <command> --help` for the options of a command."""
 
@@ -25,6 +27,10 @@ def main(argv: list[str] | None = None) -> int:
         from harness.up import up_main
 
         return up_main(rest)
+    if command == "localhost":
+        from harness.localhost import main as localhost_main
+
+        return int(localhost_main(rest) or 0)
     if command == "demo":
         try:
             demo = importlib.import_module("harness.demo")

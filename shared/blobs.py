@@ -50,7 +50,7 @@ class AzureBlobSource:
                 transport="storage",
                 status=404,
                 detail=f"attachment blob {ref!r} does not exist",
-                hint="upload the blob before enqueueing the message, then requeue it (outbox requeue)",
+                hint="upload the blob before enqueueing the message, then requeue it (outbox poison requeue ID)",
             )
         if isinstance(exc, HttpResponseError) and exc.status_code in (401, 403):
             return ConfigError(

@@ -504,7 +504,7 @@ def _previous_unknown_error(transport: str | None) -> OutboxError:
         retryable=False,
         maybe_delivered=True,
         detail="an earlier attempt of this message stopped without recording its outcome; it may have been sent",
-        hint="OUTBOX_ON_AMBIGUOUS=poison: check the recipient or Sent Items, then requeue (outbox requeue) "
+        hint="OUTBOX_ON_AMBIGUOUS=poison: check the recipient or Sent Items, then requeue (outbox poison requeue ID) "
         "or discard the message",
     )
 

@@ -153,9 +153,18 @@ class QueueStore:
         return client
 
     def ensure_queue(self, name: str) -> None:
-        """Create ``name`` if it is missing; a queue we may not create is a config error naming it."""
+        """Create ``name`` if it is missing (always allowed on Azurite).
+
+        An identity that may only add messages (Storage Queue Data Message Sender, what producers and
+        operators get) is refused both the create and any look at the queue. That is no reason to stop:
+        the send itself proves the queue exists, and only a send answered 404 makes it a config error.
+        """
         if name in self._ready:
             return
+        self._create_queue(name, strict=False)
+        self._ready.add(name)
+
+    def _create_queue(self, name: str, *, strict: bool) -> None:
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         try:
@@ -163,7 +172,10 @@ class QueueStore:
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
-            if exc.status_code in (401, 403):
+            if exc.status_code not in (401, 403):
+                raise
+            # 403 is a missing permission, not a missing resource; 401 is a bad credential: stop.
+            if strict or exc.status_code == 401:
                 raise ConfigError(
                     f"queue {name!r} does not exist and this identity may not create it ({exc.status_code})",
                     code="storage.queue_missing",
@@ -172,15 +184,18 @@ class QueueStore:
                     hint=f"create the queue {name!r} (the deployment does) or grant the function's identity "
                     "Storage Queue Data Contributor on the account",
                 ) from None
-            raise
-        self._ready.add(name)
 
     def ensure_container(self) -> None:
+        """Create the attachment container if missing; like queues, a refused create is not yet an error."""
+        if ("blob", self.container) in self._ready:
+            return
+        self._create_container(strict=False)
+        self._ready.add(("blob", self.container))
+
+    def _create_container(self, *, strict: bool) -> None:
         if self.container is None or self._blob_service is None:
             raise ConfigError("no attachment container configured", code="storage.container_missing",
                               transport="storage", hint="set OUTBOX_ATTACHMENTS_CONTAINER")
-        if ("blob", self.container) in self._ready:
-            return
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
         try:
@@ -188,7 +203,10 @@ class QueueStore:
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
-            if exc.status_code in (401, 403):
+            if exc.status_code not in (401, 403):
+                raise
+            # 403 is a missing permission, not a missing resource; 401 is a bad credential: stop.
+            if strict or exc.status_code == 401:
                 raise ConfigError(
                     f"container {self.container!r} does not exist and this identity may not create it",
                     code="storage.container_missing",
@@ -197,8 +215,6 @@ class QueueStore:
                     hint=f"create the blob container {self.container!r} (the deployment does) or grant "
                     "Storage Blob Data Contributor",
                 ) from None
-            raise
-        self._ready.add(("blob", self.container))
 
     def _send(self, name: str, text: str, *, delay_s: float = 0.0) -> str:
         from azure.core.exceptions import ResourceNotFoundError
@@ -208,8 +224,7 @@ class QueueStore:
             result = self._client(name).send_message(text, visibility_timeout=visibility)
         except ResourceNotFoundError:
             # Someone deleted the queue (or it never existed): create it and try once more.
-            self._ready.discard(name)
-            self.ensure_queue(name)
+            self._create_queue(name, strict=True)
             result = self._client(name).send_message(text, visibility_timeout=visibility)
         return str(result.id)
 
@@ -260,10 +275,16 @@ class QueueStore:
         return self._send(self.poison_queue, text)
 
     def store_blob(self, name: str, data: bytes) -> str:
+        from azure.core.exceptions import ResourceNotFoundError
+
         self.ensure_container()
         assert self._blob_service is not None and self.container is not None
         blob = self._blob_service.get_blob_client(self.container, name)
-        blob.upload_blob(data, overwrite=True)
+        try:
+            blob.upload_blob(data, overwrite=True)
+        except ResourceNotFoundError:
+            self._create_container(strict=True)
+            blob.upload_blob(data, overwrite=True)
         return f"{self.container}/{name}"
 
     def close(self) -> None:

@@ -193,6 +193,18 @@ class StatusStore:
                     self._table = self._ensure_table()
         return self._table
 
+    @staticmethod
+    def _table_exists(client: Any) -> bool:
+        """A role scoped to the table may be refused Create Table (it goes to /Tables, not to the
+        table) while reading rows is allowed: one row read tells whether the table is there."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            next(iter(client.query_entities("PartitionKey eq ''", results_per_page=1)), None)
+        except ResourceNotFoundError:
+            return False
+        return True
+
     def _ensure_table(self) -> Any:
         from azure.core.exceptions import HttpResponseError, ResourceExistsError
 
@@ -202,16 +214,18 @@ class StatusStore:
         except ResourceExistsError:
             pass
         except HttpResponseError as exc:
-            if exc.status_code in (401, 403):
-                raise ConfigError(
-                    f"table {self.table_name!r} does not exist and this identity may not create it",
-                    code="storage.table_missing",
-                    transport="storage",
-                    status=exc.status_code,
-                    hint=f"create the table {self.table_name!r} (the deployment does) or grant the "
-                    "function's identity Storage Table Data Contributor",
-                ) from None
-            raise
+            if exc.status_code not in (401, 403):
+                raise
+            if exc.status_code == 403 and self._table_exists(client):
+                return client
+            raise ConfigError(
+                f"table {self.table_name!r} does not exist and this identity may not create it",
+                code="storage.table_missing",
+                transport="storage",
+                status=exc.status_code,
+                hint=f"create the table {self.table_name!r} (the deployment does) or grant the "
+                "function's identity Storage Table Data Contributor",
+            ) from None
         return client
 
     def _get_entity(self, message_id: str) -> Any | None:

@@ -21,23 +21,9 @@ TABLE_RETRY: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.5, "r
 
 
 def queue_store(settings: Settings, *, queue_service: Any = None) -> QueueStore:
-    from shared.errors import ConfigError
     from shared.queues import QueueStore
 
-    class SenderQueueStore(QueueStore):
-        """An operator or producer often holds only Storage Queue Data Message Sender on the work queue:
-        it may add messages but neither create the queue nor ask whether it exists (both answer 403).
-        Send anyway; a queue that really is missing then answers 404 on the send itself."""
-
-        def ensure_queue(self, name: str) -> None:
-            try:
-                super().ensure_queue(name)
-            except ConfigError as exc:
-                if exc.status != 403:
-                    raise
-                self._ready.add(name)
-
-    return SenderQueueStore(
+    return QueueStore(
         queue_service or settings.storage.queue_service_client(**CLI_RETRY),
         queue=settings.queue,
         poison_queue=settings.poison_queue,
