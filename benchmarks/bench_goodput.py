@@ -501,8 +501,13 @@ def main(argv: list[str] | None = None) -> int:
                 report(result)
         finally:
             harness.stop()
-    summary = "; ".join(f"{r.variant.name} {r.ratio:.0%} of ceiling, 429 {r.share_429:.1%}"
-                        + (" (info)" if r.variant.informational else "") for r in results)
+    def brief(r: Result) -> str:
+        floor = (f" (bare-client floor {r.floor_per_s / r.variant.ceiling_per_s:.0%}: outbox "
+                 f"{r.rate_per_s / r.floor_per_s:.0%} of it)") if r.floor_per_s else ""
+        info = " (info)" if r.variant.informational else ""
+        return f"{r.variant.name} {r.ratio:.0%} of ceiling{floor}, 429 {r.share_429:.1%}{info}"
+
+    summary = "; ".join(brief(r) for r in results)
     print(f"SUMMARY goodput: {summary} (targets >= 95 %, < 1 %)")
     return 0 if all(r.ok for r in results) else 1
 
