@@ -74,7 +74,10 @@ def run_one(name: str, *, quick: bool) -> Outcome:
         status = "below target"
     else:
         status = f"ERROR (exit {rc}{', timed out' if seconds > SCRIPT_TIMEOUT_S else ''})"
-    key = [line.strip() for line in lines if KEY_LINE.search(line) and not line.startswith(("  File ", "Traceback"))]
+    # A script's own SUMMARY lines say it best; otherwise the lines that compare with a target.
+    key = [line.strip() for line in lines if line.startswith("SUMMARY")]
+    if not key:
+        key = [line.strip() for line in lines if KEY_LINE.search(line) and not line.startswith(("  File ", "Traceback"))]
     if not key:
         key = [line.strip() for line in lines if line.strip()][-3:]
     return Outcome(name, status, seconds, key)
