@@ -177,7 +177,7 @@ class Pipeline:
 
         Raises ``InvalidMessage`` for a message that would only be poisoned, and OutboxError (size) for
         one that does not fit a queue message."""
-        from shared.message import check_sender_allowed, decode_body, message_to_json, parse_message
+        from shared.message import check_sender_allowed, decode_body, parse_message
 
         decoded = decode_body(data) if isinstance(data, bytes | str) else dict(data)
         message = parse_message(decoded)
@@ -185,7 +185,7 @@ class Pipeline:
         transport = message.transport or self.settings.transport
         _validate_for(message, transport)
         message_id = message.id or uuid.uuid4().hex
-        body = message_to_json(message, id=message_id)
+        body = {**decoded, "id": message_id}
         imid = make_message_id(message_id, message.sender.address)
         self.status.record_queued(message_id, transport=transport, mailbox=message.sender.address,
                                   internet_message_id=imid)
@@ -224,8 +224,8 @@ class Pipeline:
 
         mailbox = message.sender.address
         imid = make_message_id(message_id, mailbox)
-        work = _Work(message=message, message_id=message_id, mailbox=mailbox, transport=transport_name,
-                     imid=imid)
+        work = _Work(message=message, original=decoded, message_id=message_id, mailbox=mailbox,
+                     transport=transport_name, imid=imid)
 
         # 3. Already sent? Claim the status row.
         claim = self.status.claim(message_id, owner=ctx.queue_message_id, lease_s=self.settings.lease_s,
@@ -358,19 +358,16 @@ class Pipeline:
                                       state="failed")
             return self._outcome("failed", work, ctx, error=err, state="failed", request_ids=ids,
                                  extra=extra)
-        from shared.message import message_to_json
-
         envelope = poison_envelope(
-            message_to_json(work.message, id=work.message_id),
+            self._retry_body(work),
             err,
             attempts=work.attempt,
             first_seen=claim.row.first_seen,
             failed_at=self.clock(),
-            message_id=work.message_id,
         )
         # Envelope first: if the row said poisoned and the envelope write then failed, a redelivery
         # would see "poisoned" and drop the message.
-        self.queues.poison(envelope)
+        self.queues.poison(envelope, message_id=work.message_id)
         self.status.mark_poisoned(work.message_id, error=err, attempts=work.attempt, request_ids=ids,
                                   previous=claim.row)
         return self._outcome("poisoned", work, ctx, error=err, state="poisoned", request_ids=ids, extra=extra)
@@ -381,13 +378,13 @@ class Pipeline:
         errors = exc.to_list() if hasattr(exc, "to_list") else [{"field": "$", "message": err.detail}]
         if unreadable:
             errors = [{"field": "$", "message": err.detail}]
-        work = _Work(message=None, message_id=message_id, mailbox=mailbox, transport=None, imid=None)
+        work = _Work(message=None, original=original, message_id=message_id, mailbox=mailbox, transport=None,
+                     imid=None)
         work.attempt = 1
         if ctx.now_mode:
             return self._outcome("failed", work, ctx, error=err, invalid=errors)
-        envelope = poison_envelope(original, err, attempts=1, first_seen=self.clock(), failed_at=self.clock(),
-                                   message_id=message_id)
-        self.queues.poison(envelope)
+        envelope = poison_envelope(original, err, attempts=1, first_seen=self.clock(), failed_at=self.clock())
+        self.queues.poison(envelope, message_id=message_id)
         try:
             self.status.record_invalid(message_id, error=err, mailbox=mailbox)
         except Exception:
@@ -403,10 +400,12 @@ class Pipeline:
         return retry_delay_s(attempt, retry_after=err.retry_after, base_s=s.backoff_base_s,
                              max_s=s.backoff_max_s, retry_after_max_s=s.retry_after_max_s, rng=self.rng)
 
-    def _retry_body(self, work: _Work) -> dict[str, Any]:
-        from shared.message import message_to_json
-
-        return message_to_json(work.message, id=work.message_id)
+    @staticmethod
+    def _retry_body(work: _Work) -> dict[str, Any]:
+        """The producer's v1 body as written, with ``id`` filled in: never the normalised copy the
+        transports send (lower-cased domains, guessed content types), so what comes back, or what an
+        operator requeues from the poison queue, is what the producer sent."""
+        return {**work.original, "id": work.message_id}
 
     def _outcome(self, kind: str, work: _Work, ctx: _Ctx, *, error: OutboxError | None = None,
                  invalid: list[dict[str, str]] | None = None, state: str | None = None,
@@ -479,6 +478,7 @@ class _Ctx:
 @dataclass
 class _Work:
     message: Any
+    original: Any  # the decoded producer body (a dict), or the raw text of one that did not decode
     message_id: str
     mailbox: str | None
     transport: str | None

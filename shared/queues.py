@@ -5,9 +5,9 @@ wrote it; :func:`shared.message.decode_body` accepts plain JSON or base64 of JSO
 writes (retries, HTTP ``mode=queue``) is plain compact JSON, which reads back unchanged only because
 host.json pins ``messageEncoding: none``: the setting is part of the contract, not a default.
 
-Poison envelopes follow design.md (``outbox.poison/1``). When an envelope would not fit in a queue
-message, the original goes to the attachment container and the envelope names it in ``messageBlob``
-(``"message"`` is then null).
+Poison envelopes follow design.md (``outbox.poison/1``) field for field. When an envelope would not fit
+in a queue message, the original goes to the attachment container and the envelope holds the reference:
+``"message"`` is null, ``messageBlob`` names the blob, ``messageBytes`` its size and ``id`` the message id.
 """
 
 from __future__ import annotations
@@ -77,10 +77,14 @@ def poison_envelope(
     failed_at: datetime | None = None,
     message_id: str | None = None,
 ) -> dict[str, Any]:
-    """``outbox.poison/1``: the original message (or its raw text) with the classified error."""
+    """``outbox.poison/1``, exactly design.md's fields: the original message (or its raw text) with the
+    classified error. ``message_id`` fills ``id`` into a message object that has none, so an operator's
+    requeue keeps the id (and with it the status row and the Message-ID)."""
     if isinstance(first_seen, datetime):
         first_seen = now_iso(first_seen)
-    envelope: dict[str, Any] = {
+    if message_id and isinstance(message, Mapping) and "id" not in message:
+        message = {**message, "id": message_id}
+    return {
         "schema": POISON_SCHEMA,
         "message": message,
         "error": error_object(error),
@@ -88,9 +92,6 @@ def poison_envelope(
         "firstSeen": first_seen or now_iso(failed_at),
         "failedAt": now_iso(failed_at),
     }
-    if message_id:
-        envelope["id"] = message_id
-    return envelope
 
 
 _SAFE_BLOB_CHARS = re.compile(r"[^A-Za-z0-9._@-]")
@@ -254,18 +255,22 @@ class QueueStore:
         self.ensure_queue(self.queue)
         return self._send(self.queue, text, delay_s=delay_s)
 
-    def poison(self, envelope: dict[str, Any]) -> str:
-        """Write an envelope to ``<queue>-poison``; park an oversized original in blob storage first."""
+    def poison(self, envelope: dict[str, Any], *, message_id: str | None = None) -> str:
+        """Write an envelope to ``<queue>-poison``; park an oversized original in blob storage first
+        (under ``message_id``, else the id the original carries)."""
         text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=str)
         if not fits_queue(text):
             original = envelope.get("message")
             original_text = original if isinstance(original, str) else json.dumps(original, ensure_ascii=False)
+            if message_id is None and isinstance(original, Mapping) and isinstance(original.get("id"), str):
+                message_id = original["id"]
             blob_ref = self.store_blob(
-                poison_blob_name(envelope.get("id"), str(envelope.get("failedAt", now_iso()))),
+                poison_blob_name(message_id, str(envelope.get("failedAt", now_iso()))),
                 original_text.encode("utf-8"),
             )
+            # The claim check: the original is not in the envelope, so the reference names its id too.
             envelope = {**envelope, "message": None, "messageBlob": blob_ref,
-                        "messageBytes": len(original_text.encode("utf-8"))}
+                        "messageBytes": len(original_text.encode("utf-8")), "id": message_id}
             text = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=str)
             if not fits_queue(text):
                 # Only the error detail could still be large; the envelope must go out regardless.

@@ -141,3 +141,31 @@ def test_retry_after_pauses_that_mailbox_only(stack: Stack) -> None:
     assert paused.sent_at.timestamp() - throttled_at >= 4.0
     assert paused.attempts == 1  # waiting out another message's Retry-After is not an attempt
     stack.wait_state("pause-a", "sent", timeout=30)
+
+
+ENVELOPE_KEYS = {"schema", "message", "error", "attempts", "firstSeen", "failedAt"}
+ERROR_KEYS = ["category", "code", "status", "transport", "retryable", "detail", "hint", "requestId"]
+
+
+def test_poison_envelopes_have_exactly_the_designed_fields(stack: Stack) -> None:
+    stack.enqueue(mail(id="shape-raop", **{"from": OTHER}))   # poisoned after a send
+    stack.enqueue(mail(id="shape-inv", to=["nobody"]))        # poisoned by validation
+    stack.enqueue("shape: not json")                          # poisoned with its raw text
+    envs = stack.poison(count=3)
+    for env in envs:
+        assert isinstance(env, dict) and set(env) == ENVELOPE_KEYS, env
+        assert list(env["error"]) == ERROR_KEYS
+        assert env["schema"] == "outbox.poison/1" and env["attempts"] == 1
+        assert env["firstSeen"].endswith("Z") and env["failedAt"] >= env["firstSeen"]
+
+
+def test_poison_envelope_and_retry_carry_the_producers_body_as_written(stack: Stack) -> None:
+    # Fields the validator normalises for sending (domain case, IDN, name spacing, a guessed content type,
+    # wrapped base64) must reach the envelope as the producer wrote them, with only the id filled in.
+    body = mail(**{"from": OTHER}, to=[{"address": "Alice@Fabrikam.EXAMPLE", "name": "  Alice  "},
+                                       "bob@b\u00fccher.example"],
+                attachments=[{"name": "r.pdf", "contentBase64": "aGVs\nbG8="}], headers={"x-order": "1"})
+    queue_id = stack.enqueue(body)
+    [env] = stack.poison()
+    assert isinstance(env, dict) and env["error"]["category"] == "permission"
+    assert env["message"] == {**body, "id": queue_id}

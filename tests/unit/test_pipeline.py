@@ -322,6 +322,8 @@ def test_oversized_poison_envelope_parks_the_original_in_blob_storage(world: Wor
     assert out.kind == "poisoned"
     [env] = world.poisoned()
     assert env["message"] is None and env["messageBlob"].startswith(world.settings.attachments_container + "/")
+    assert set(env) == {"schema", "message", "error", "attempts", "firstSeen", "failedAt", "messageBlob",
+                        "messageBytes", "id"} and env["id"] == "big"
     container, name = env["messageBlob"].split("/", 1)
     blob = world.settings.storage.blob_service_client().get_blob_client(container, name)
     stored = json.loads(blob.download_blob().readall())
@@ -330,7 +332,7 @@ def test_oversized_poison_envelope_parks_the_original_in_blob_storage(world: Wor
 
 def test_failed_poison_write_raises_so_the_host_redelivers(world: World) -> None:
     class BrokenQueues:
-        def poison(self, envelope: Any) -> str:
+        def poison(self, envelope: Any, **where: Any) -> str:
             raise ConnectionError("storage down")
 
     world.pipeline.queues = BrokenQueues()
@@ -385,3 +387,22 @@ def test_enqueue_validates_fills_the_id_and_records_queued(world: World) -> None
     assert body["id"] == message_id
     assert world.handle(body, qid="whatever").kind == "sent"
     assert world.status.get(message_id).attempts == 1  # type: ignore[union-attr]
+
+
+def test_retry_puts_back_the_producers_body_with_only_the_id_filled(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("transient", "serviceNotAvailable", status=503, retryable=True)]
+    body = message(to=[{"address": "Alice@Fabrikam.EXAMPLE", "name": "  Alice  "}, "bob@b\u00fccher.example"],
+                   attachments=[{"name": "r.pdf", "contentBase64": "aGVs\nbG8="}], importance="high")
+    assert world.handle(body, qid="q-orig").kind == "retry"
+    [requeued] = world.requeued()
+    assert requeued == {**body, "id": "q-orig"}
+    assert "attempts" not in requeued and "firstSeen" not in requeued  # those live in the status table
+    assert world.handle(requeued, qid="q-next").kind == "sent"
+
+
+def test_a_base64_body_goes_back_as_plain_json_of_the_same_object(world: World) -> None:
+    world.senders.graph.send_script = [OutboxError("transient", "serviceNotAvailable", status=503, retryable=True)]
+    body = message(id="b64-retry", to=["Bob@Fabrikam.EXAMPLE"])
+    assert world.handle(encode_body(body, base64_encode=True)).kind == "retry"
+    [requeued] = world.requeued()
+    assert requeued == body

@@ -42,7 +42,7 @@ def test_envelope_shape_follows_the_design() -> None:
     env = poison_envelope({"id": "m"}, err, attempts=2, first_seen=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
                           failed_at=datetime(2026, 1, 2, 3, 5, 0, tzinfo=UTC), message_id="m")
     assert env["schema"] == POISON_SCHEMA
-    assert set(env) >= {"schema", "message", "error", "attempts", "firstSeen", "failedAt"}
+    assert set(env) == {"schema", "message", "error", "attempts", "firstSeen", "failedAt"}
     assert env["firstSeen"] == "2026-01-02T03:04:05.000Z" and env["failedAt"] == "2026-01-02T03:05:00.000Z"
     assert list(env["error"]) == ["category", "code", "status", "transport", "retryable", "detail", "hint",
                                   "requestId"]
@@ -59,3 +59,11 @@ def test_envelope_detail_is_redacted_and_clipped() -> None:
 def test_poison_blob_names_are_safe_paths() -> None:
     name = poison_blob_name("a/b?c", "2026-01-02T03:04:05.000Z")
     assert name == "poison/a_b_c/20260102T030405000Z.json"
+
+
+def test_envelope_fills_the_id_into_a_message_object_without_one() -> None:
+    err = OutboxError("permission", "ErrorAccessDenied")
+    assert poison_envelope({"from": "a@b.example"}, err, attempts=1, first_seen=None,
+                           message_id="q-1")["message"] == {"from": "a@b.example", "id": "q-1"}
+    assert poison_envelope({"id": "own"}, err, attempts=1, first_seen=None, message_id="q-1")["message"] == {"id": "own"}
+    assert poison_envelope("raw text", err, attempts=1, first_seen=None, message_id="q-1")["message"] == "raw text"
