@@ -29,6 +29,7 @@ from harness.scenario import Scenario
 from harness.server import Endpoint, ServiceHost
 from harness.state import Delivery, HarnessState
 from harness.tokens import TokenIssuer
+from shared.settings import SETTINGS
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Marks a local.settings.json the harness wrote, so it only ever overwrites its own file.
@@ -203,6 +204,11 @@ class Harness:
         if "smtp" in endpoints:
             values["OUTBOX_SMTP_HOST"] = endpoints["smtp"].host
             values["OUTBOX_SMTP_PORT"] = str(endpoints["smtp"].port)
+        # The rest of the function's settings with their defaults: the files show everything the function
+        # reads (design.md: the local host and the CLI see exactly what the function sees).
+        for name, spec in SETTINGS.items():
+            if spec.scope == "function" and spec.default is not None:
+                values.setdefault(name, spec.default)
         values.update(scenario.settings)
         return values
 
