@@ -166,8 +166,11 @@ class Pipeline:
     def send_now(self, data: Mapping[str, Any] | bytes | str, *, request_id: str | None = None) -> Outcome:
         """``POST /api/send?mode=now``: one attempt at once; failures are answered, not queued."""
         started = time.perf_counter()
-        owner = f"http:{request_id or uuid.uuid4().hex}"
-        ctx = _Ctx(queue_message_id=owner, dequeue_count=1, started=started, now_mode=True)
+        # The lease owner is unique per call, never the client's request id: a client retrying with the
+        # same x-ms-client-request-id while the first call still sends must find the claim taken.
+        owner = f"http:{uuid.uuid4().hex}"
+        ctx = _Ctx(queue_message_id=owner, dequeue_count=1, started=started, now_mode=True,
+                   client_request_id=request_id)
         outcome = self._handle(data, ctx)
         self._emit(outcome, ctx)
         return outcome
@@ -383,14 +386,12 @@ class Pipeline:
         work.attempt = 1
         if ctx.now_mode:
             return self._outcome("failed", work, ctx, error=err, invalid=errors)
-        envelope = poison_envelope(original, err, attempts=1, first_seen=self.clock(), failed_at=self.clock())
+        # Row first, then envelope, and either failure raises so the host redelivers: an invalid message
+        # never consults its row, so a redelivery writes the missing envelope without a second copy.
+        now = self.clock()
+        self.status.record_invalid(message_id, error=err, mailbox=mailbox)
+        envelope = poison_envelope(original, err, attempts=1, first_seen=now, failed_at=now)
         self.queues.poison(envelope, message_id=message_id)
-        try:
-            self.status.record_invalid(message_id, error=err, mailbox=mailbox)
-        except Exception:
-            # The envelope is safe; a missing status row for a message that never had a chance is not
-            # worth a redelivery (which would poison it a second time).
-            log.exception("could not record the status row of invalid message %s", message_id)
         return self._outcome("poisoned", work, ctx, error=err, state="poisoned", invalid=errors)
 
     # -- helpers ------------------------------------------------------------------------------------
@@ -436,6 +437,8 @@ class Pipeline:
         extra = dict(outcome.extra)
         if ctx.now_mode:
             extra["mode"] = "now"
+            if ctx.client_request_id:
+                extra["clientRequestId"] = ctx.client_request_id
         if outcome.ambiguous:
             extra["ambiguous"] = True
         if outcome.possibly_duplicated:
@@ -473,6 +476,7 @@ class _Ctx:
     dequeue_count: int
     started: float
     now_mode: bool = False
+    client_request_id: str | None = None  # mode=now: the caller's x-ms-client-request-id, for the log
 
 
 @dataclass

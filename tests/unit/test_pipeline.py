@@ -406,3 +406,34 @@ def test_a_base64_body_goes_back_as_plain_json_of_the_same_object(world: World) 
     assert world.handle(encode_body(body, base64_encode=True)).kind == "retry"
     [requeued] = world.requeued()
     assert requeued == body
+
+
+def test_failed_status_write_for_an_invalid_message_raises_so_the_host_redelivers(world: World) -> None:
+    class BrokenTable:
+        def record_invalid(self, message_id: str, **fields: Any) -> bool:
+            raise ConnectionError("table storage down")
+
+    world.pipeline.status = BrokenTable()
+    with pytest.raises(ConnectionError):
+        world.handle("not json", qid="inv-redeliver")
+    # Nothing reached the poison queue, so the redelivery leaves exactly one envelope.
+    assert world.poisoned() == []
+    world.pipeline.status = world.status
+    assert world.handle("not json", qid="inv-redeliver").kind == "poisoned"
+    assert len(world.poisoned()) == 1 and world.status.get("inv-redeliver").state == "poisoned"  # type: ignore[union-attr]
+
+
+def test_send_now_repeated_with_the_same_client_request_id_does_not_send_twice(world: World) -> None:
+    # An HTTP client's retry (azure-core keeps x-ms-client-request-id across retries) arrives while the
+    # first call is still sending: it must wait, not take the first call's claim for its own.
+    first = world.status.claim("now-dup", owner="http:abc", lease_s=60, transport="graph", mailbox=SENDER)
+    assert first.kind.value == "claimed"
+    again = world.pipeline.send_now(message(id="now-dup"), request_id="abc")
+    assert again.kind == "in_flight" and world.senders.graph.sent == [] and world.senders.graph.lookups == []
+
+
+def test_send_now_logs_the_callers_client_request_id(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="outbox")
+    assert world.pipeline.send_now(message(id="now-log"), request_id="trace-77").kind == "sent"
+    [event] = iter_logs(caplog.records)
+    assert event["mode"] == "now" and event["clientRequestId"] == "trace-77"
