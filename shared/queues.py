@@ -2,8 +2,9 @@
 
 host.json sets ``messageEncoding: none``, so the function sees the queue text exactly as the producer
 wrote it; :func:`shared.message.decode_body` accepts plain JSON or base64 of JSON. What outbox itself
-writes (retries, HTTP ``mode=queue``) is plain compact JSON, which reads back unchanged only because
-host.json pins ``messageEncoding: none``: the setting is part of the contract, not a default.
+writes (retries, HTTP ``mode=queue``) is plain compact JSON (base64 of it only when that alone fits),
+which reads back unchanged only because host.json pins ``messageEncoding: none``: the setting is part
+of the contract, not a default.
 
 Poison envelopes follow design.md (``outbox.poison/1``) field for field. When an envelope would not fit
 in a queue message, the original goes to the attachment container and the envelope holds the reference:
@@ -232,8 +233,14 @@ class QueueStore:
     # -- what the pipeline and the HTTP function write ----------------------------------------------
 
     def enqueue(self, message: Mapping[str, Any], *, delay_s: float = 0.0) -> str:
-        """Put a v1 message on the work queue (plain JSON); return the queue message id."""
+        """Put a v1 message on the work queue; return the queue message id.
+
+        Plain JSON when it fits; otherwise base64 of it, which the function reads just the same and which
+        is smaller on the wire for text full of ``<``, ``>`` and ``&`` (the XML wire format escapes each to
+        four or five bytes): so a producer's base64 body of HTML that fitted still fits as its retry."""
         text = encode_body(message)
+        if not fits_queue(text):
+            text = encode_body(message, base64_encode=True)
         if not fits_queue(text):
             raise OutboxError(
                 "size",

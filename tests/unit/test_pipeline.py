@@ -437,3 +437,14 @@ def test_send_now_logs_the_callers_client_request_id(world: World, caplog: pytes
     assert world.pipeline.send_now(message(id="now-log"), request_id="trace-77").kind == "sent"
     [event] = iter_logs(caplog.records)
     assert event["mode"] == "now" and event["clientRequestId"] == "trace-77"
+
+
+def test_a_retry_that_only_fits_as_base64_goes_back_as_base64(world: World) -> None:
+    # HTML is mostly '<' and '>', which the queue's XML wire format escapes to four bytes each: the
+    # producer's base64 fits in 64 KiB, the same object as plain JSON would not.
+    world.senders.graph.send_script = [OutboxError("transient", "serviceNotAvailable", status=503, retryable=True)]
+    body = message(id="html-heavy", html="<b></b>" * 4000)
+    assert world.handle(encode_body(body, base64_encode=True)).kind == "retry"
+    [raw] = drain(world.work_q)
+    assert not raw.content.startswith("{")
+    assert json.loads(base64.b64decode(raw.content)) == body
