@@ -255,7 +255,7 @@ def test_an_original_parked_in_blob_storage_is_requeued_from_there_and_purged_wi
     error = OutboxError("transient", "ErrorServerBusy", status=503, transport="graph", detail="busy", hint="later")
     envelope = poison_envelope(v1("parked-1"), error, attempts=8, first_seen=None, message_id="parked-1")
     ref = store.store_blob("poison/parked-1/test.json", json.dumps(envelope["message"]).encode())
-    envelope = {**envelope, "message": None, "messageBlob": ref}
+    envelope = {**envelope, "message": None, "messageBlob": ref, "id": "parked-1"}  # as QueueStore.poison parks it
     poison = cli.queue_client(cli.queue + "-poison")
     _ensure(poison)
     poison.send_message(json.dumps(envelope))
