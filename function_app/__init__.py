@@ -8,9 +8,26 @@ invocation, not at import, so indexing and cold start stay cheap (``import funct
 
 from __future__ import annotations
 
+import logging
+import os
+
 import azure.functions as func
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+def _warn_if_no_sender_is_allowed() -> None:
+    """design.md: an empty allow-list allows nobody, "and the function says so at start". The worker
+    imports this module when the host starts, long before the first message builds the settings, so
+    the (cheap) check runs here; the settings loader still validates the patterns themselves."""
+    if not any(part.strip() for part in os.environ.get("OUTBOX_ALLOWED_SENDERS", "").split(",")):
+        logging.getLogger("outbox").warning(
+            "OUTBOX_ALLOWED_SENDERS is empty: no sender is allowed, every message will be poisoned as "
+            "invalid_message. Set it to the sending mailboxes (addresses or *@domain)."
+        )
+
+
+_warn_if_no_sender_is_allowed()
 
 
 @app.function_name(name="outbox_queue")

@@ -47,11 +47,6 @@ def build_runtime(environ: Any = None, settings_file: Any = None) -> Runtime:
     from shared.status import StatusStore
 
     settings = load_settings(environ, settings_file)
-    if not settings.allowed_senders:
-        log.warning(
-            "OUTBOX_ALLOWED_SENDERS is empty: no sender is allowed, every message will be poisoned as "
-            "invalid_message. Set it to the sending mailboxes (addresses or *@domain)."
-        )
     senders = Senders.from_settings(settings)
     status = StatusStore.from_settings(settings)
     queues = QueueStore.from_settings(settings)

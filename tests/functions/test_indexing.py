@@ -130,3 +130,20 @@ def test_import_of_the_app_stays_light() -> None:
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == ""
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_an_empty_sender_allow_list_is_said_when_the_worker_loads_the_app(value: str | None) -> None:
+    # design.md: empty or unset allows no sender, "and the function says so at start", i.e. before a message.
+    env = {"PATH": "/usr/bin:/bin"} | ({} if value is None else {"OUTBOX_ALLOWED_SENDERS": value})
+    proc = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(); import main"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "OUTBOX_ALLOWED_SENDERS" in proc.stderr and "no sender is allowed" in proc.stderr
+
+
+def test_a_set_sender_allow_list_loads_quietly() -> None:
+    proc = subprocess.run([sys.executable, "-c", "import logging; logging.basicConfig(); import main"], cwd=ROOT,
+                          env={"PATH": "/usr/bin:/bin", "OUTBOX_ALLOWED_SENDERS": "*@contoso.example"},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""
