@@ -50,12 +50,15 @@ class MailboxState:
 
 
 class _Mailbox:
-    __slots__ = ("freed", "in_flight", "log", "paused_until")
+    __slots__ = ("freed", "in_flight", "log", "next_deferral", "paused_until")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.in_flight = 0
         self.log: deque[float] = deque()
         self.paused_until = 0.0
+        # When the next re-queued message of this mailbox should come back: deferrals are spread at
+        # the budget's rate, so a backlog does not return all at once and get deferred again.
+        self.next_deferral = 0.0
         # One condition per mailbox over the limiter's lock: a freed slot wakes one waiter of THIS
         # mailbox, not every waiting thread of every mailbox.
         self.freed = threading.Condition(lock)
@@ -88,6 +91,10 @@ class MailboxLimiter:
         self.service = service
         self.budget = budget
         self.window_s = window_s
+        # We log a request when we let it go; the server counts it when it arrives, a little later.
+        # Freeing our unit exactly one window later would let the next request reach the server
+        # just before the server's own unit expires (a 429 at every window boundary).
+        self.margin_s = min(1.0, window_s / 100)
         self.max_wait_s = max(0.0, max_wait_s)
         self.concurrency = concurrency
         self.slot_wait_s = self.max_wait_s if slot_wait_s is None else max(0.0, slot_wait_s)
@@ -153,7 +160,7 @@ class MailboxLimiter:
         return box
 
     def _expire(self, box: _Mailbox, now: float) -> None:
-        horizon = now - self.window_s
+        horizon = now - self.window_s - self.margin_s
         log = box.log
         while log and log[0] <= horizon:
             log.popleft()
@@ -205,6 +212,10 @@ class MailboxLimiter:
                 if wait <= 0:
                     box.log.extend([now] * cost)
                     return
+                if wait > self.max_wait_s:
+                    comes_back = max(now + wait, box.next_deferral)
+                    box.next_deferral = comes_back + self.window_s / self.budget
+                    wait = comes_back - now
             if wait > self.max_wait_s:
                 raise OutboxError(
                     "throttled",
@@ -225,7 +236,7 @@ class MailboxLimiter:
         over = len(box.log) + cost - self.budget
         if over > 0:
             # The unit that must leave the window before `cost` more fit.
-            return box.log[over - 1] + self.window_s - now, (
+            return box.log[over - 1] + self.window_s + self.margin_s - now, (
                 f"over its budget of {self.budget} per {self.window_s:g} s"
             )
         return 0.0, ""

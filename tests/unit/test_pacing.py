@@ -49,12 +49,13 @@ def test_budget_allows_exactly_the_window_then_requeues_with_the_time_left():
     for _ in range(5):
         lim.spend("a@x.example")
         clock.advance(1)
-    # 5 spent at t=0..4; now t=5: the first leaves the window at t=10, 5 s away (> max wait 2 s).
+    # 5 spent at t=0..4; now t=5: the first leaves the window at t=10 (+0.1 s margin), 5.1 s away
+    # (> max wait 2 s), re-queued for whole seconds.
     with pytest.raises(OutboxError) as info:
         lim.spend("a@x.example")
     err = info.value
     assert (err.category, err.code, err.retryable, err.request_sent) == ("throttled", PAUSED_CODE, True, False)
-    assert err.retry_after == 5.0
+    assert err.retry_after == 6.0
     assert err.transport == "graph"
     assert clock.sleeps == []
 
@@ -64,9 +65,9 @@ def test_short_wait_for_budget_is_waited_in_process():
     lim = limiter(clock)
     for _ in range(5):
         lim.spend("a@x.example")
-    clock.advance(8.5)  # the oldest unit leaves the window 1.5 s from now (<= 2 s)
+    clock.advance(8.5)  # the oldest unit leaves the window (+0.1 s margin) 1.6 s from now (<= 2 s)
     lim.spend("a@x.example")
-    assert clock.sleeps == [pytest.approx(1.5)]
+    assert clock.sleeps == [pytest.approx(1.6)]
     assert lim.state("a@x.example").used_in_window == 1
 
 
@@ -194,7 +195,35 @@ def test_pacing_from_settings_uses_the_settings():
     with pytest.raises(OutboxError) as info:
         pacing.smtp.spend("a@x.example")
     assert info.value.transport == "smtp"
-    assert info.value.retry_after == 60.0
+    assert info.value.retry_after == 61.0  # the 60 s window plus its 0.6 s margin, in whole seconds
     pacing.pause("a@x.example", 10, transport="graph")
     assert pacing.graph.paused_for("a@x.example") == pytest.approx(10)
     assert pacing.smtp.paused_for("a@x.example") == 0.0
+
+
+def test_a_unit_frees_only_after_the_window_plus_a_margin_for_the_servers_later_count():
+    clock = FakeClock()
+    lim = limiter(clock, budget=1, max_wait_s=0.0)
+    lim.spend("a@x.example")
+    clock.advance(10.0)  # exactly one window later: the server may still count the first request
+    with pytest.raises(OutboxError):
+        lim.spend("a@x.example")
+    clock.advance(lim.margin_s)
+    lim.spend("a@x.example")
+
+
+def test_a_backlog_over_budget_is_requeued_spread_at_the_budget_rate():
+    clock = FakeClock()
+    lim = limiter(clock, budget=5, window_s=10.0, max_wait_s=0.0)
+    for _ in range(5):
+        lim.spend("a@x.example")
+    delays = []
+    for _ in range(10):
+        with pytest.raises(OutboxError) as info:
+            lim.spend("a@x.example")
+        delays.append(info.value.retry_after)
+    # The budget frees 5 per 10 s: the first comes back when the window frees, the rest 2 s apart,
+    # instead of all ten returning together to be deferred again.
+    assert delays == sorted(delays)
+    assert delays[0] == 11.0 and delays[-1] >= 10.1 + 9 * 2.0
+    assert len(set(delays)) == 10
