@@ -93,6 +93,7 @@ class TokenProvider:
         self._lock = threading.Lock()  # guards _locks and the MSAL app
         self._app: msal.ConfidentialClientApplication | None = None
         self._app_thumbprint: str | None = None
+        self._adapter: MsalHttpClient | None = None
         self._cache: msal.TokenCache | None = None
         self.acquisitions = 0  # calls into MSAL (our own slot missed); MSAL may still answer from its cache
 
@@ -157,8 +158,15 @@ class TokenProvider:
                 log.warning("Entra rejected the client assertion (%s); re-reading the certificate", sorted(codes))
                 self._certificates.invalidate()
                 continue
-            raise _classify_result(result)
+            raise _classify_result(result, status=self._answer_status(result))
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _answer_status(self, result: Mapping[str, Any]) -> int | None:
+        """The HTTP status of the token endpoint's answer behind an MSAL error result (MSAL drops it)."""
+        answer = self._adapter.last_error() if self._adapter is not None else None
+        if answer is None or answer.json().get("trace_id") != result.get("trace_id"):
+            return None  # an error MSAL replayed from its throttling cache: no answer of ours to quote
+        return answer.status
 
     def _application(self) -> msal.ConfidentialClientApplication:
         material = self._certificates.get()
@@ -191,6 +199,7 @@ class TokenProvider:
         if self._cache is None:
             self._cache = msal.TokenCache()
         adapter = MsalHttpClient(self._http)
+        self._adapter = adapter
         try:
             # OIDC discovery runs in the constructor: once per certificate, not per message.
             return msal.ConfidentialClientApplication(
@@ -224,10 +233,10 @@ class TokenProvider:
             cache.remove_at(item)
 
 
-def _classify_result(result: Mapping[str, Any]) -> OutboxError:
+def _classify_result(result: Mapping[str, Any], *, status: int | None = None) -> OutboxError:
     from shared import classify
 
-    return classify.classify_entra_error(result)
+    return classify.classify_entra_error(result, status=status)
 
 
 def _classify_exception(exc: Exception) -> OutboxError:

@@ -43,6 +43,7 @@ class Script:
 
     smtp: dict[str, dict[str, str]] = field(default_factory=dict)
     graph: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
+    entra: tuple[int, dict[str, Any]] | None = None
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -117,6 +118,11 @@ class _GraphHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         self.rfile.read(length)
+        if re.fullmatch(r"/[^/]+/oauth2/v2\.0/token", self.path.split("?")[0]):
+            self.script.count("entra", "token")
+            status, document = self.script.entra or (400, {"error": "invalid_request"})
+            self._answer(status, {"Content-Type": "application/json; charset=utf-8"}, json.dumps(document).encode())
+            return
         match = re.fullmatch(r"/v1\.0/users/([^/]+)/sendMail", self.path.split("?")[0])
         request_id = str(uuid.uuid4())
         client_request_id = self.headers.get("client-request-id") or str(uuid.uuid4())
@@ -135,8 +141,18 @@ class _GraphHandler(BaseHTTPRequestHandler):
                                                                           client_request_id.encode())
         self._answer(status, {**ids, **headers}, body)
 
-    def do_GET(self) -> None:  # a Sent Items lookup finds nothing
-        self._answer(200, {"Content-Type": "application/json"}, b'{"value": []}')
+    def do_GET(self) -> None:
+        path = self.path.split("?")[0]
+        discovery = re.fullmatch(r"/([^/]+)/v2\.0/\.well-known/openid-configuration", path)
+        if discovery:  # what MSAL reads before it asks for a token
+            base = f"https://{self.headers['Host']}/{discovery.group(1)}"
+            document = {"token_endpoint": f"{base}/oauth2/v2.0/token",
+                        "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                        "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                        "issuer": f"{base}/v2.0", "jwks_uri": f"{base}/discovery/v2.0/keys"}
+            self._answer(200, {"Content-Type": "application/json"}, json.dumps(document).encode())
+            return
+        self._answer(200, {"Content-Type": "application/json"}, b'{"value": []}')  # Sent Items: nothing found
 
 
 def graph_error(status: int, code: str, message: str, **headers: str) -> tuple[int, dict[str, str], bytes]:
@@ -161,6 +177,22 @@ class _LongLines(SMTP):
 class _Controller(Controller):
     def factory(self) -> SMTP:
         return _LongLines(self.handler, **self.SMTP_kwargs)
+
+
+def entra_error(status: int, error: str, code: int | None, description: str) -> tuple[int, dict[str, Any]]:
+    """The token endpoint's documented error body."""
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    text = f"AADSTS{code}: {description}" if code else description
+    body: dict[str, Any] = {
+        "error": error,
+        "error_description": f"{text}\r\nTrace ID: {trace}\r\nCorrelation ID: {correlation}\r\nTimestamp: {now}",
+        "error_codes": [code] if code else [],
+        "timestamp": now, "trace_id": trace, "correlation_id": correlation,
+    }
+    if code:
+        body["error_uri"] = f"https://login.microsoftonline.com/error?code={code}"
+    return status, body
 
 
 @dataclass

@@ -15,6 +15,7 @@ the test accepts the plausible set.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import pytest
 from harness.azurite import Azurite
 from harness.up import Harness
 from tests.contract.conftest import HostPlay, contract_values, mail
-from tests.contract.replay_servers import ReplayServers, graph_error, replay_servers
+from tests.contract.replay_servers import ReplayServers, entra_error, graph_error, replay_servers
 
 HOST = "DM6PR11MB4545.namprd11.prod.outlook.com"  # not the harness's host name
 
@@ -174,6 +175,71 @@ GRAPH_CASES: dict[str, GraphCase] = {
 }
 
 
+@dataclass(frozen=True)
+class EntraCase:
+    reply: tuple[int, dict]
+    outcomes: frozenset[str]
+    categories: frozenset[str]
+
+
+def outcomes(*names: str) -> frozenset[str]:
+    return frozenset(names)
+
+
+# Reference §4: "invalid_client, unauthorized_client, invalid_scope, invalid_request: P. temporarily_unavailable: R",
+# and the AADSTS table.
+ENTRA_CASES: dict[str, EntraCase] = {
+    "700027": EntraCase(entra_error(401, "invalid_client", 700027, "Client assertion failed signature validation. "
+                                    "[Reason - The key was not found., Thumbprint of key used by client: 'AB12']"),
+                        outcomes(POISON), cats("auth", "config")),
+    "700016": EntraCase(entra_error(400, "unauthorized_client", 700016, "Application with identifier 'x' was not "
+                                    "found in the directory 'Contoso'."), outcomes(POISON), cats("config", "auth")),
+    "7000215": EntraCase(entra_error(401, "invalid_client", 7000215, "Invalid client secret provided."),
+                         outcomes(POISON), cats("auth", "config")),
+    "7000222": EntraCase(entra_error(401, "invalid_client", 7000222, "The provided client secret keys for app 'x' "
+                                     "are expired."), outcomes(POISON), cats("auth", "config")),
+    "50049": EntraCase(entra_error(400, "invalid_instance", 50049, "Unknown or invalid instance."),
+                       outcomes(POISON), cats("config")),
+    "90002": EntraCase(entra_error(400, "invalid_request", 90002, "Tenant 'x' not found."), outcomes(POISON),
+                       cats("config")),
+    "700024": EntraCase(entra_error(400, "invalid_client", 700024, "Client assertion is not within its valid time "
+                                    "range."), outcomes(POISON, RETRY), cats("auth", "config")),
+    "1002012": EntraCase(entra_error(400, "invalid_scope", 1002012, "The provided value for scope x is not valid."),
+                         outcomes(POISON), cats("config")),
+    "65001": EntraCase(entra_error(400, "invalid_grant", 65001, "The user or administrator has not consented to use "
+                                   "the application."), outcomes(POISON), cats("permission", "config")),
+    "500011": EntraCase(entra_error(400, "invalid_resource", 500011, "The resource principal named x was not found "
+                                    "in the tenant."), outcomes(POISON), cats("config")),
+    "700030": EntraCase(entra_error(401, "invalid_client", 700030, "Invalid certificate - subject name in "
+                                    "certificate is not authorized."), outcomes(POISON), cats("auth", "config")),
+    "50012": EntraCase(entra_error(401, "invalid_client", 50012, "Authentication failed."), outcomes(POISON),
+                       cats("auth")),
+    "7000218": EntraCase(entra_error(401, "invalid_client", 7000218, "The request body must contain the following "
+                                     "parameter: 'client_assertion' or 'client_secret'."), outcomes(POISON),
+                         cats("auth", "config")),
+    "53003": EntraCase(entra_error(400, "access_denied", 53003, "Access has been blocked by Conditional Access "
+                                   "policies."), outcomes(POISON), cats("permission")),
+    "50033": EntraCase(entra_error(500, "server_error", 50033, "A transient error has occurred."), outcomes(RETRY),
+                       cats("transient")),
+    "90024": EntraCase(entra_error(429, "server_error", 90024, "RequestBudgetExceededError"), outcomes(RETRY),
+                       cats("transient", "throttled")),
+    "90033": EntraCase(entra_error(503, "temporarily_unavailable", 90033, "A transient error has occurred."),
+                       outcomes(RETRY), cats("transient", "throttled")),
+    "90006": EntraCase(entra_error(503, "temporarily_unavailable", 90006, "The server encountered a transient "
+                                   "error."), outcomes(RETRY), cats("transient", "throttled")),
+    "invalid_client": EntraCase(entra_error(401, "invalid_client", None, "Client authentication failed."),
+                                outcomes(POISON), cats("auth", "config")),
+    "unauthorized_client": EntraCase(entra_error(400, "unauthorized_client", None, "Not authorized."),
+                                     outcomes(POISON), cats("auth", "config", "permission")),
+    "invalid_scope": EntraCase(entra_error(400, "invalid_scope", None, "Bad scope."), outcomes(POISON),
+                               cats("config")),
+    "invalid_request": EntraCase(entra_error(400, "invalid_request", None, "Bad request."), outcomes(POISON),
+                                 cats("config")),
+    "temporarily_unavailable": EntraCase(entra_error(503, "temporarily_unavailable", None, "Try again."),
+                                         outcomes(RETRY), cats("transient", "throttled")),
+}
+
+
 @dataclass
 class Replay:
     play: HostPlay
@@ -263,6 +329,37 @@ def test_graph_reply(replay: Replay, case: str) -> None:
         assert calls == 2, "an expired token is retried once with a new token"
     elif spec.outcome == AMBIGUOUS:
         assert calls == 1, "a send that may have happened is never repeated in the same invocation"
+
+
+@pytest.mark.parametrize("case", list(ENTRA_CASES))
+def test_entra_token_error(replay: Replay, case: str) -> None:
+    """The certificate comes from the harness's Key Vault; the token endpoint is the replay server's."""
+    from function_app.runtime import close_runtime
+
+    spec = ENTRA_CASES[case]
+    close_runtime()  # a fresh worker: no token cached, no error replayed by MSAL's throttling cache
+    replay.servers.script.entra = spec.reply
+    saved = os.environ["OUTBOX_AUTHORITY_HOST"]
+    os.environ["OUTBOX_AUTHORITY_HOST"] = replay.servers.graph_url
+    try:
+        row, envelope = run_case(replay, f"entra-{case}", "graph")
+    finally:
+        os.environ["OUTBOX_AUTHORITY_HOST"] = saved
+        replay.servers.script.entra = None
+        close_runtime()
+    if envelope is not None:
+        assert POISON in spec.outcomes, envelope["error"]
+        error = envelope["error"]
+        assert error["category"] in spec.categories, (error["category"], error["code"], error["detail"])
+        assert error["transport"] == "entra" and error["status"] == spec.reply[0]
+        if spec.reply[1]["error_codes"]:
+            assert error["code"] == f"AADSTS{spec.reply[1]['error_codes'][0]}"
+            assert error["requestId"] == spec.reply[1]["trace_id"]
+    else:
+        assert RETRY in spec.outcomes, (row["State"], row.get("LastCategory"), row.get("LastCode"))
+        assert row["State"] in ("retrying", "queued"), row["State"]
+        assert row["LastCategory"] in spec.categories, (row["LastCategory"], row["LastCode"])
+    assert replay.servers.script.calls[(mailbox_for(f"entra-{case}"), "sendMail")] == 0
 
 
 def test_every_case_was_answered_by_the_replay_servers(replay: Replay, _harness_session: Harness) -> None:
