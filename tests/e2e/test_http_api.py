@@ -8,10 +8,12 @@ import urllib.request
 from typing import Any
 
 from tests.e2e.conftest import OTHER, Stack, mail
+from tests.functions.openapi_support import check_response
 
 
 def call(stack: Stack, method: str, path: str, body: Any = None, *, key: str | None = "test-key",
          raw: bytes | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """One request; every answer is checked against docs/openapi.yaml (status documented, body valid)."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     headers = {"Content-Type": "application/json"}
     if key:
@@ -19,10 +21,13 @@ def call(stack: Stack, method: str, path: str, body: Any = None, *, key: str | N
     req = urllib.request.Request(f"{stack.host.base_url}/api/{path}", data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, dict(resp.headers), json.loads(resp.read() or b"{}")
+            status, answer_headers, text = resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
-        text = exc.read()
-        return exc.code, dict(exc.headers), json.loads(text) if text else {}
+        status, answer_headers, text = exc.code, dict(exc.headers), exc.read()
+    answer = json.loads(text) if text else {}
+    template = "/messages/{id}" if path.startswith("messages/") else "/" + path.split("?", 1)[0]
+    check_response(template, method, status, answer, answer_headers)
+    return status, answer_headers, answer
 
 
 def test_queue_mode_answers_202_with_a_status_url_that_reaches_sent(stack: Stack) -> None:
@@ -77,3 +82,47 @@ def test_status_of_unknown_and_malformed_ids(stack: Stack) -> None:
 def test_function_key_is_required(stack: Stack) -> None:
     assert call(stack, "POST", "send", mail(), key=None)[0] == 401
     assert call(stack, "GET", "messages/x", key="wrong")[0] == 401
+
+
+def test_status_of_a_poisoned_message_shows_the_last_error(stack: Stack) -> None:
+    status, _, body = call(stack, "POST", "send", mail(id="st-poison", **{"from": OTHER}))
+    assert status == 202
+    stack.wait_state("st-poison", "poisoned")
+    status, _, row = call(stack, "GET", "messages/st-poison")
+    assert status == 200 and row["state"] == "poisoned" and row["lastError"]["category"] == "permission"
+    # The same id again with mode=now: an operator owns it now.
+    status, _, body = call(stack, "POST", "send?mode=now", mail(id="st-poison", **{"from": OTHER}))
+    assert status == 409 and body["duplicate"] is True and body["error"]["code"] == "poisoned"
+
+
+def test_now_mode_while_another_copy_is_sending_is_409_with_retry_after(stack: Stack) -> None:
+    stack.status.claim("st-busy", owner="another-queue-message", lease_s=30, transport="graph", mailbox=None)
+    status, headers, body = call(stack, "POST", "send?mode=now", mail(id="st-busy"))
+    assert status == 409 and body["error"]["code"] == "in_flight" and 1 <= int(headers["Retry-After"]) <= 31
+    assert stack.harness.state.count("graph") == 0
+
+
+def test_now_mode_recipient_and_transient_failures(stack: Stack) -> None:
+    stack.harness.set_fault(service="graph", catalog="graph.invalid_recipients", times=1, operation="sendMail")
+    status, _, body = call(stack, "POST", "send?mode=now", mail(id="st-rcpt"))
+    assert status == 422 and body["error"]["category"] == "recipient" and body["state"] == "failed"
+    stack.harness.set_fault(service="graph", catalog="graph.service_unavailable", times=1, operation="sendMail")
+    status, headers, body = call(stack, "POST", "send?mode=now", mail(id="st-503"))
+    assert status == 503 and body["error"]["category"] == "transient" and int(headers["Retry-After"]) >= 1
+    status, _, row = call(stack, "GET", "messages/st-503")
+    assert status == 200 and row["state"] == "retrying" and row["lastError"]["category"] == "transient"
+
+
+def test_a_request_over_4_mib_is_413_and_an_unknown_mode_400(stack: Stack) -> None:
+    status, _, body = call(stack, "POST", "send", raw=b"{" + b" " * (4 * 1024 * 1024) + b"}")
+    assert status == 413 and body["error"]["category"] == "size"
+    status, _, body = call(stack, "POST", "send?mode=later", mail())
+    assert status == 400 and body["error"]["errors"][0]["field"] == "mode"
+
+
+def test_broken_settings_are_a_500_naming_the_setting(stack_factory: Any) -> None:
+    stack = stack_factory(settings={"OUTBOX_MAX_ATTEMPTS": "zero"})
+    status, _, body = call(stack, "POST", "send", mail())
+    assert status == 500 and body["error"]["category"] == "config" and "OUTBOX_MAX_ATTEMPTS" in body["error"]["detail"]
+    status, _, body = call(stack, "GET", "messages/anything")
+    assert status == 500 and "OUTBOX_MAX_ATTEMPTS" in body["error"]["detail"]
