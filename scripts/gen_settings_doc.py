@@ -36,7 +36,7 @@ def render() -> str:
         "",
         "| Setting | Meaning |",
         "|---|---|",
-        "| `AzureWebJobsStorage` | Azurite/local: a connection string with explicit endpoints (not `UseDevelopmentStorage=true`, which is fixed to ports 10000-10002). |",
+        "| `AzureWebJobsStorage` | Azurite/local: a connection string (the harness writes one with the ports it chose); `UseDevelopmentStorage=true` means Azurite on its default ports 10000-10002. |",
         "| `AzureWebJobsStorage__queueServiceUri`, `__tableServiceUri`, `__blobServiceUri`, `__accountName` | Azure: identity-based connection (no keys). |",
         "| `AzureWebJobsStorage__credential`, `__clientId` | `managedidentity` and the user-assigned identity's client id. |",
         "| `AZURE_CLIENT_ID` | The function's user-assigned managed identity, used by DefaultAzureCredential for Key Vault. Not the sending app (that is `OUTBOX_CLIENT_ID`). |",

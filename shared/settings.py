@@ -159,6 +159,15 @@ CLOUDS: dict[str, Cloud] = {
 MICROSOFT_AUTHORITY_HOSTS = frozenset(urlsplit(c.authority_host).hostname for c in CLOUDS.values())
 
 
+# Azurite's well-known development account on its default ports (published in Azurite's README).
+DEVELOPMENT_STORAGE = (
+    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+    "AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;"
+    "BlobEndpoint=http://127.0.0.1:10000/devstoreaccount1;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1;"
+    "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1"
+)
+
+
 @dataclass(frozen=True)
 class StorageConfig:
     """The Functions connection ``AzureWebJobsStorage``: a connection string or the identity-based form."""
@@ -375,11 +384,10 @@ def _storage(values: Mapping[str, str], problems: dict[str, str]) -> StorageConf
         return f"https://{account}.{service}.core.windows.net" if account else None
 
     if conn:
-        if conn == "UseDevelopmentStorage=true":
-            problems["AzureWebJobsStorage"] = (
-                "UseDevelopmentStorage=true is hard-wired to ports 10000-10002; give an explicit Azurite "
-                "connection string (python -m harness up writes one)"
-            )
+        if conn.replace(" ", "").lower().rstrip(";") == "usedevelopmentstorage=true":
+            # What Core Tools users have: Azurite on its fixed default ports. Spelled out, because not
+            # every storage SDK expands the shorthand (the harness writes explicit ports instead).
+            conn = DEVELOPMENT_STORAGE
         return StorageConfig(connection_string=conn)
     queue_uri = uri("queue")
     if not queue_uri:

@@ -36,9 +36,13 @@ def test_every_problem_is_reported_by_name_at_once() -> None:
     assert "OUTBOX_MAX_ATTEMPTS: expected a whole number, got 'many'" in str(err.value)
 
 
-def test_use_development_storage_is_refused_with_the_reason() -> None:
-    with pytest.raises(SettingsError, match="10000-10002"):
-        load_settings({"OUTBOX_QUEUE": "q", "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+def test_use_development_storage_means_azurite_on_its_default_ports() -> None:
+    s = load_settings({"OUTBOX_QUEUE": "q", "AzureWebJobsStorage": "UseDevelopmentStorage=true"})
+    conn = s.storage.connection_string or ""
+    assert "QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1" in conn
+    assert "TableEndpoint=http://127.0.0.1:10002/devstoreaccount1" in conn
+    client = s.storage.queue_service_client()
+    assert client.url.startswith("http://127.0.0.1:10001/devstoreaccount1")
 
 
 def test_identity_based_storage_connection() -> None:
