@@ -44,9 +44,9 @@ CATEGORIES = {"invalid_message", "auth", "permission", "recipient", "size", "quo
 DESIGN_STATES = {"queued", "sending", "sent", "retrying", "poisoned"}
 # Documented extras (docs/pipeline.md, docs/contracts.md).
 EXTRA_STATES = {"ambiguous", "failed"}
-# Documented additions to the envelope (docs/pipeline.md): the message id, and the claim check of an
-# oversized original.
-ENVELOPE_EXTRA_KEYS = {"id", "messageBlob", "messageBytes"}
+# Documented addition (docs/pipeline.md, docs/contracts.md): an envelope whose original was parked in the
+# attachment container has "message": null and names the blob, its size and the message id.
+PARKED_KEYS = {"messageBlob", "messageBytes", "id"}
 
 FAST = {
     "OUTBOX_BACKOFF_BASE_S": "1",
@@ -301,11 +301,11 @@ def local_stack(harness: Harness, azurite: Azurite, monkeypatch: pytest.MonkeyPa
             monkeypatch.delenv(key)
     started: list[tuple[Any, Storage]] = []
 
-    def factory(*, host: Mapping[str, Any] | None = None, **overrides: str) -> LocalStack:
+    def factory(*, host: Mapping[str, Any] | None = None, http: bool = False, **overrides: str) -> LocalStack:
         values = contract_values(harness, azurite, **overrides)
         storage = Storage(azurite.connection_string, values)
         storage.create_queue()
-        local = LocalHost(app_root=ROOT, values=values, http_port=None,
+        local = LocalHost(app_root=ROOT, values=values, http_port=0 if http else None, function_key="contract-key",
                           queue_overrides={"max_polling_interval_s": 0.2, "visibility_timeout_s": 0.5, **(host or {})})
         local.start()
         started.append((local, storage))

@@ -10,7 +10,6 @@ import base64
 import json
 from datetime import datetime
 
-import pytest
 from azure.storage.queue import QueueClient, TextBase64EncodePolicy
 
 from harness.azurite import Azurite
@@ -19,6 +18,7 @@ from tests.contract.conftest import (
     CATEGORIES,
     ENVELOPE_KEYS,
     ERROR_KEYS,
+    PARKED_KEYS,
     POISON_SCHEMA,
     SENDER,
     HostPlay,
@@ -41,7 +41,7 @@ def test_permanent_failure_envelope_keys_types_and_row(harness: Harness, host_pl
     [text] = play.storage.take_poison(1, timeout=5)
     envelope = json.loads(text)
     assert envelope["schema"] == POISON_SCHEMA
-    assert set(envelope) >= ENVELOPE_KEYS
+    assert set(envelope) == ENVELOPE_KEYS
     assert envelope["message"] == {**body, "id": "perm-1"}
     error = envelope["error"]
     assert set(error) == ERROR_KEYS
@@ -70,6 +70,7 @@ def test_oversized_envelope_parks_the_original_in_the_attachment_container(harne
     assert len(raw.encode()) <= 64 * 1024
     envelope = json.loads(raw)
     assert envelope["schema"] == POISON_SCHEMA and envelope["error"]["category"] == "permission"
+    assert set(envelope) == ENVELOPE_KEYS | PARKED_KEYS and envelope["id"] == "big-1"
     assert envelope["message"] is None
     container, _, path = envelope["messageBlob"].partition("/")
     assert container == play.values["OUTBOX_ATTACHMENTS_CONTAINER"]
@@ -92,11 +93,6 @@ def test_error_categories_are_the_designs(harness: Harness, host_play) -> None:
     assert {e["error"]["category"] for e in envelopes} == {"throttled", "invalid_message"}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "divergence (pipeline files): QueueStore.requeue raises size/queue.message_too_large when the plain-JSON "
-    "retry body grows past 64 KiB once XML-escaped, so the invocation fails and the host, not outbox, decides "
-    "(redelivery after visibilityTimeout, then a schema-less host copy). Fix in shared/queues.py: when "
-    "encode_body(message) does not fit, requeue encode_body(message, base64_encode=True) if that fits"))
 def test_a_base64_producer_message_whose_retry_would_not_fit_as_plain_json_is_still_retried(
     harness: Harness, host_play, azurite: Azurite
 ) -> None:
@@ -132,10 +128,6 @@ def test_host_moved_message_has_no_schema_and_is_byte_for_byte_the_original(loca
     assert stack.host.stats.moved_to_poison == 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "divergence (pipeline files): the envelope's message is outbox's normalised rewrite (message_to_json), not "
-    "the original. Fix in shared/pipeline.py: keep the decoded body in _Work and write {**decoded, 'id': "
-    "message_id} as the envelope's message (and as the retry body) instead of message_to_json(work.message)"))
 def test_the_envelope_keeps_the_original_message_as_the_producer_wrote_it(harness: Harness, host_play) -> None:
     """design.md: "message": the original message. Forms the contract allows (a display name in the string,
     no contentType, upper-case importance, an internationalised domain) are kept as written."""
@@ -145,3 +137,22 @@ def test_the_envelope_keeps_the_original_message_as_the_producer_wrote_it(harnes
     assert play.deliver(body).ok
     [text] = play.storage.take_poison(1, timeout=5)
     assert json.loads(text)["message"] == {**body, "id": "orig-1"}
+
+
+def test_key_vault_refusals_are_classified_with_their_status(harness: Harness, host_play) -> None:
+    """The function's identity may not read the certificate (403), or the name is wrong (404)."""
+    harness.apply_scenario({"managed_identity": {"keyvault_role": "none"}})
+    play: HostPlay = host_play()
+    assert play.deliver(mail(id="kv-403")).ok
+    [text] = play.storage.take_poison(1, timeout=5)
+    error = json.loads(text)["error"]
+    assert (error["category"], error["status"], error["transport"]) == ("permission", 403, "keyvault"), error
+    assert error["retryable"] is False and error["hint"]
+
+    harness.apply_scenario({"managed_identity": {"keyvault_role": "Key Vault Secrets User"}})
+    play = host_play(OUTBOX_CERT_NAME="no-such-certificate")
+    assert play.deliver(mail(id="kv-404")).ok
+    [text] = play.storage.take_poison(1, timeout=5)
+    error = json.loads(text)["error"]
+    assert (error["category"], error["status"], error["transport"], error["code"]) == (
+        "config", 404, "keyvault", "SecretNotFound"), error

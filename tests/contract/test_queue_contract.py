@@ -18,21 +18,22 @@ V1_FIELDS = {"id", "from", "to", "cc", "bcc", "replyTo", "subject", "text", "htm
              "importance", "transport", "saveToSentItems"}
 
 
-def canonical_body() -> dict:
-    """A v1 body already in the form outbox writes back (so a retry must reproduce it exactly)."""
+def producer_body() -> dict:
+    """A v1 body in forms the contract allows but outbox would not write itself (a display name inside the
+    string, an internationalised domain, upper-case enums, no contentType, wrapped base64): a retry must
+    put back exactly this, with only "id" added."""
     return mail(
-        to=["alice@fabrikam.example", {"address": "raj@fabrikam.example", "name": "Raj, Accounts"}],
+        to=["Ana Lima <ana@bücher.example>", {"address": "raj@fabrikam.example", "name": "Raj, Accounts"}],
         cc=["carol@fabrikam.example"],
         bcc=["archive@contoso.example"],
         replyTo=["help@contoso.example"],
         subject="Invoice 42",
         text="plain",
         html="<p>html</p>",
-        attachments=[{"name": "a.txt", "contentType": "text/plain",
-                      "contentBase64": base64.b64encode(b"hello").decode()}],
-        headers={"X-Invoice": "42"},
-        importance="high",
-        transport="graph",
+        attachments=[{"name": "a.txt", "contentBase64": base64.encodebytes(b"hello" * 30).decode()}],
+        headers={"X-Invoice": " 42 "},
+        importance="HIGH",
+        transport="Graph",
         saveToSentItems=False,
     )
 
@@ -40,7 +41,7 @@ def canonical_body() -> dict:
 def test_retry_is_the_same_v1_body_with_id_filled_and_attempts_in_the_table(harness: Harness, host_play) -> None:
     play: HostPlay = host_play()
     harness.set_fault(service="graph", action="reply", catalog="graph.service_unavailable", retry_after=1, times=1)
-    body = canonical_body()
+    body = producer_body()
     first = play.deliver(body)
     assert first.ok, first.error
     qid = first.queue_message_id

@@ -117,10 +117,6 @@ def test_allowed_senders(harness: Harness, host_play, allowed: str, sender: str,
     assert harness.deliveries() == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "divergence (pipeline files): the warning is logged by function_app/runtime.py when the runtime is built, "
-    "i.e. at the first message, not at start. Fix in function_app/__init__.py: at import (cheap, no settings "
-    "loader), log a warning when os.environ.get('OUTBOX_ALLOWED_SENDERS', '').strip() is empty"))
 def test_empty_allow_list_is_said_at_start(tmp_path: Path, harness: Harness, azurite) -> None:
     """design.md: empty or unset = no sender allowed, "and the function says so at start": before any
     message arrives, a host that starts the function logs it."""
