@@ -11,6 +11,8 @@ import base64
 import contextlib
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +25,7 @@ from harness.azurite import Azurite
 from harness.localhost import LocalHost
 from harness.up import Harness
 from shared.status import StatusRow, StatusStore
+from tests.functions.openapi_support import check_response
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = "sender@contoso.example"
@@ -129,6 +132,25 @@ class Stack:
         assert self.host.wait_until(idle, timeout, poll_s=0.1), "queue did not drain"
 
 
+def call(stack: Stack, method: str, path: str, body: Any = None, *, key: str | None = "test-key",
+         raw: bytes | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
+    """One request; every answer is checked against docs/openapi.yaml (status documented, body valid)."""
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    headers = {"Content-Type": "application/json"}
+    if key:
+        headers["x-functions-key"] = key
+    req = urllib.request.Request(f"{stack.host.base_url}/api/{path}", data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            status, answer_headers, text = resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as exc:
+        status, answer_headers, text = exc.code, dict(exc.headers), exc.read()
+    answer = json.loads(text) if text else {}
+    template = "/messages/{id}" if path.startswith("messages/") else "/" + path.split("?", 1)[0]
+    check_response(template, method, status, answer, answer_headers)
+    return status, answer_headers, answer
+
+
 @pytest.fixture
 def stack_factory(harness: Harness, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Stack]]:
     started: list[LocalHost] = []
@@ -141,7 +163,8 @@ def stack_factory(harness: Harness, azurite: Azurite, monkeypatch: pytest.Monkey
         if key.startswith(("OUTBOX_", "IDENTITY_", "AzureWebJobs", "PYTHON_SCRIPT_FILE_NAME")) or key == "AZURE_CLIENT_ID":
             monkeypatch.delenv(key)
 
-    def factory(*, settings: dict[str, str] | None = None, host: dict[str, Any] | None = None) -> Stack:
+    def factory(*, settings: dict[str, str] | None = None, host: dict[str, Any] | None = None,
+                threads: int | None = None) -> Stack:
         values = harness.settings_values()
         values.update(FAST_SETTINGS)
         values.update({
@@ -152,7 +175,7 @@ def stack_factory(harness: Harness, azurite: Azurite, monkeypatch: pytest.Monkey
         })
         values.update(settings or {})
         local = LocalHost(app_root=ROOT, values=values, queue_overrides={**FAST_HOST, **(host or {})}, http_port=0,
-                          function_key="test-key")
+                          function_key="test-key", thread_count=threads)
         stack = Stack(harness, azurite, values, local)
         with contextlib.suppress(ResourceExistsError):  # an SDK retry under load may find it created
             stack.queue.create_queue()

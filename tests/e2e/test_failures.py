@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.e2e.conftest import NOREPLY, OTHER, SENDER, Stack, mail
+import json
+
+from tests.e2e.conftest import NOREPLY, OTHER, SENDER, Stack, call, mail
 
 GRAPH_SEND = "sendMail"
 
@@ -46,16 +48,30 @@ def test_503_is_delivered_after_backoff(stack: Stack) -> None:
     assert stack.harness.deliveries()[0].time - failed_at >= 0.5
 
 
+def _no_network_calls(stack: Stack) -> None:
+    counters = stack.harness.state.counters()
+    assert not any(counters.get(s, {}).get("total") for s in ("graph", "smtp", "entra", "keyvault", "msi")), counters
+
+
 def test_invalid_and_non_json_are_poisoned_at_once_without_network_calls(stack: Stack) -> None:
     stack.enqueue(mail(id="inv-1", to=["nobody"]))
     stack.enqueue("this is not json at all")
-    envs = stack.poison(count=2)
+    stack.enqueue(mail(id="inv-sender", **{"from": "ceo@elsewhere.example"}))
+    stack.enqueue("aGVsbG8gd29ybGQ=")  # base64 of "hello world": not JSON inside
+    envs = stack.poison(count=4)
     assert {e["error"]["category"] for e in envs} == {"invalid_message"}  # type: ignore[index]
-    assert sorted(e["attempts"] for e in envs) == [1, 1]  # type: ignore[index]
-    raw = next(e for e in envs if isinstance(e["message"], str))  # type: ignore[index]
-    assert raw["message"] == "this is not json at all"  # type: ignore[index]
-    counters = stack.harness.state.counters()
-    assert not any(counters.get(s, {}).get("total") for s in ("graph", "smtp", "entra", "keyvault", "msi"))
+    assert sorted(e["attempts"] for e in envs) == [1, 1, 1, 1]  # type: ignore[index]
+    raws = sorted(e["message"] for e in envs if isinstance(e["message"], str))  # type: ignore[index]
+    assert raws == ["aGVsbG8gd29ybGQ=", "this is not json at all"]
+    by_id = {e["message"]["id"]: e for e in envs if isinstance(e["message"], dict)}  # type: ignore[index]
+    assert "OUTBOX_ALLOWED_SENDERS" in by_id["inv-sender"]["error"]["detail"]
+    assert "to[0]" in by_id["inv-1"]["error"]["detail"]
+    assert by_id["inv-1"]["message"] == mail(id="inv-1", to=["nobody"])
+    for message_id in ("inv-1", "inv-sender"):
+        row = stack.wait_state(message_id, "poisoned")
+        assert row.last_category == "invalid_message" and row.attempts == 1
+    stack.wait_idle()
+    _no_network_calls(stack)
     assert stack.host.stats.failed == 0
 
 
@@ -123,6 +139,26 @@ def test_bad_input_never_crashes_the_function(stack: Stack) -> None:
         stack.enqueue(body)
     envs = stack.poison(count=len(bodies), timeout=30)
     assert all(isinstance(e, dict) and e["error"]["category"] == "invalid_message" for e in envs)
+    # Bodies that are no JSON object keep their raw text; JSON objects (also base64 ones) are kept as objects.
+    objects = {"eyJhIjoxfQ==", "e30=", "{}", '{"from": 5}'} | {b for b in bodies if b.startswith('{"')}
+    raw = sorted(e["message"] for e in envs if isinstance(e["message"], str))  # type: ignore[index]
+    assert raw == sorted(b for b in bodies if b not in objects)
+    stack.wait_idle()
+    _no_network_calls(stack)
+    assert stack.host.stats.failed == 0
+
+
+def test_a_body_near_the_queue_limit_is_poisoned_with_its_text_parked_in_blob_storage(stack: Stack) -> None:
+    text = "not json " + "x" * 64_900  # fits a queue message; with the envelope around it, it would not
+    stack.enqueue(text)
+    [env] = stack.poison()
+    assert isinstance(env, dict) and env["error"]["category"] == "invalid_message"
+    assert env["message"] is None and env["messageBytes"] == len(text)
+    from azure.storage.blob import BlobServiceClient
+
+    container, name = env["messageBlob"].split("/", 1)
+    blob = BlobServiceClient.from_connection_string(stack.azurite.connection_string).get_blob_client(container, name)
+    assert blob.download_blob().readall().decode() == text
     assert stack.host.stats.failed == 0
 
 
@@ -169,3 +205,22 @@ def test_poison_envelope_and_retry_carry_the_producers_body_as_written(stack: St
     [env] = stack.poison()
     assert isinstance(env, dict) and env["error"]["category"] == "permission"
     assert env["message"] == {**body, "id": queue_id}
+
+
+def test_host_redelivery_after_a_crash_mid_send_is_not_sent_twice(stack: Stack) -> None:
+    # A worker died after Graph accepted the message and before it recorded "sent": Sent Items has the
+    # message, the row still says "sending" under this queue message, and the host redelivers the copy.
+    from datetime import UTC, datetime, timedelta
+
+    from shared.message_id import make_message_id
+
+    assert call(stack, "POST", "send?mode=now", mail(id="crash-1"))[0] == 200
+    queue_message = stack.queue.send_message(json.dumps(mail(id="crash-1")), visibility_timeout=2)
+    stack.status.table.upsert_entity({
+        "PartitionKey": "crash-1", "RowKey": "", "State": "sending", "LeaseOwner": queue_message.id,
+        "LeaseUntil": datetime.now(UTC) + timedelta(minutes=5), "SentAt": "", "SentVia": ""})
+    row = stack.wait_state("crash-1", "sent", timeout=20)
+    assert row.sent_via == "lookup"
+    stack.wait_idle()
+    [delivery] = stack.harness.deliveries()
+    assert delivery.message_id == make_message_id("crash-1", SENDER)

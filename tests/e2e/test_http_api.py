@@ -2,32 +2,9 @@
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from typing import Any
 
-from tests.e2e.conftest import OTHER, Stack, mail
-from tests.functions.openapi_support import check_response
-
-
-def call(stack: Stack, method: str, path: str, body: Any = None, *, key: str | None = "test-key",
-         raw: bytes | None = None) -> tuple[int, dict[str, str], dict[str, Any]]:
-    """One request; every answer is checked against docs/openapi.yaml (status documented, body valid)."""
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    headers = {"Content-Type": "application/json"}
-    if key:
-        headers["x-functions-key"] = key
-    req = urllib.request.Request(f"{stack.host.base_url}/api/{path}", data=data, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            status, answer_headers, text = resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as exc:
-        status, answer_headers, text = exc.code, dict(exc.headers), exc.read()
-    answer = json.loads(text) if text else {}
-    template = "/messages/{id}" if path.startswith("messages/") else "/" + path.split("?", 1)[0]
-    check_response(template, method, status, answer, answer_headers)
-    return status, answer_headers, answer
+from tests.e2e.conftest import OTHER, Stack, call, mail
 
 
 def test_queue_mode_answers_202_with_a_status_url_that_reaches_sent(stack: Stack) -> None:

@@ -46,16 +46,22 @@ def test_a_run_with_failures_logs_one_event_per_outcome_and_no_secrets(
     for message_id in ("log-ok-graph", "log-ok-smtp"):
         stack.wait_state(message_id, "sent", timeout=30)
     envelopes = stack.poison(count=4, timeout=30)
+    stack.wait_idle()
 
     events = [r.custom_dimensions for r in caplog.records  # type: ignore[attr-defined]
               if isinstance(getattr(r, "custom_dimensions", None), dict)
               and r.custom_dimensions.get("event") == "outbox.outcome"]  # type: ignore[attr-defined]
+    assert len(events) == stack.host.stats.invocations  # exactly one event per invocation
     outcomes = {(e["messageId"], e["outcome"]) for e in events}
     assert ("log-ok-graph", "retry") in outcomes and ("log-ok-graph", "sent") in outcomes
     assert {("log-535", "poisoned"), ("log-403", "poisoned"), ("log-invalid", "poisoned")} <= outcomes
     for e in events:
         assert {"messageId", "mailbox", "transport", "attempt", "category", "code", "requestIds",
                 "durationMs"} <= set(e)
+    sent = next(e for e in events if e["messageId"] == "log-ok-smtp" and e["outcome"] == "sent")
+    assert sent["mailbox"] == SENDER and sent["transport"] == "smtp" and sent["attempt"] == 1 and sent["requestIds"]
+    raop = next(e for e in events if e["messageId"] == "log-403")
+    assert (raop["category"], raop["code"], raop["status"]) == ("permission", "ErrorAccessDenied", 403)
     retry = next(e for e in events if e["messageId"] == "log-ok-graph" and e["outcome"] == "retry")
     assert retry["category"] == "throttled" and retry["requestIds"] and retry["delayS"] >= 1
     # The message text of each event is the same JSON, for KQL on the traces table.
