@@ -307,7 +307,8 @@ class Pipeline:
             state = "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
             if state == "retrying" and claim.previous_state in (None, "queued"):
                 state = "queued"
-            self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=delay)
+            self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=delay,
+                                previous=claim.row)
             if ctx.now_mode:
                 return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay,
                                      attempt=work.attempt - 1)

@@ -7,6 +7,11 @@ left in ``sending`` by this very queue message (the host redelivered it after a 
 expired lease means the previous attempt's outcome is unknown, which the pipeline treats like an
 ambiguous send.
 
+Every state change writes the whole row (REPLACE), so a column that no longer applies (the lease after
+a send, the time of a next attempt, the status code of an earlier error) is absent rather than left
+over or written as "": each column always holds its one type, which typed readers (.NET
+``DateTimeOffset?``, a POCO) need.
+
 States: ``queued`` (accepted, not tried), ``sending`` (claimed), ``sent``, ``retrying``,
 ``ambiguous`` (may have been delivered; the next attempt decides per OUTBOX_ON_AMBIGUOUS),
 ``poisoned`` (an envelope is on the poison queue), ``failed`` (``mode=now`` answered a permanent
@@ -17,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
@@ -101,6 +106,40 @@ class StatusRow:
             etag=(getattr(entity, "metadata", None) or {}).get("etag"),
         )
 
+    def to_entity(self) -> dict[str, Any]:
+        """The row as a table entity: every column that has a value, none written as "" or null."""
+        columns: dict[str, Any] = {
+            "State": self.state,
+            "Attempts": self.attempts,
+            "FirstSeen": self.first_seen,
+            "UpdatedAt": self.updated_at,
+            "Transport": self.transport,
+            "Mailbox": self.mailbox,
+            "InternetMessageId": self.internet_message_id,
+            "LastCategory": self.last_category,
+            "LastCode": self.last_code,
+            "LastStatus": self.last_status,
+            "LastHint": self.last_hint,
+            "LastDetail": self.last_detail,
+            "RequestIds": ",".join(self.request_ids),
+            "SentAt": self.sent_at,
+            "SentVia": self.sent_via,
+            "PossiblyDuplicated": self.possibly_duplicated,
+            "LeaseOwner": self.lease_owner,
+            "LeaseUntil": self.lease_until,
+            "NextAttemptAt": self.next_attempt_at,
+        }
+        present = {name: value for name, value in columns.items() if value is not None and value != ""}
+        return {"PartitionKey": self.id, "RowKey": ROW_KEY, **present}
+
+    def with_error(self, error: OutboxError | None) -> StatusRow:
+        """This row with ``error`` as its last error, whole (no field of an earlier one left over)."""
+        if error is None:
+            return self
+        detail = redact(error.detail or "")[:_DETAIL_LIMIT]
+        return replace(self, last_category=error.category, last_code=error.code, last_status=error.status,
+                       last_hint=error.hint or None, last_detail=detail or None)
+
     def public(self) -> dict[str, Any]:
         """What ``GET /api/messages/{id}`` and the CLI show (no lease internals, no server detail)."""
         out: dict[str, Any] = {
@@ -144,27 +183,6 @@ class Claim:
     # The previous attempt may have delivered: it was left ambiguous, or it died while sending.
     previous_unknown: bool = False
     wait_s: float = 0.0
-
-
-def _error_fields(error: OutboxError | None) -> dict[str, Any]:
-    if error is None:
-        return {}
-    detail = redact(error.detail or "")
-    return {
-        "LastCategory": error.category,
-        "LastCode": error.code,
-        "LastStatus": error.status,
-        "LastHint": error.hint or "",
-        "LastDetail": detail[:_DETAIL_LIMIT],
-    }
-
-
-def _join_ids(ids: Iterable[str | None]) -> str:
-    seen: list[str] = []
-    for i in ids:
-        if i and i not in seen:
-            seen.append(i)
-    return ",".join(seen[-8:])
 
 
 class StatusStore:
@@ -236,17 +254,24 @@ class StatusStore:
         except ResourceNotFoundError:
             return None
 
-    def _merge(self, message_id: str, fields: dict[str, Any], *, etag: str | None = None) -> None:
+    def _save(self, row: StatusRow, *, etag: str | None = None) -> None:
+        """Write the whole row; with ``etag``, only if nobody changed it since it was read (412 otherwise)."""
         from azure.core import MatchConditions
         from azure.data.tables import UpdateMode
 
-        entity = {"PartitionKey": message_id, "RowKey": ROW_KEY, "UpdatedAt": self._clock(), **fields}
+        entity = replace(row, updated_at=self._clock()).to_entity()
         if etag is None:
-            self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+            self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         else:
             self.table.update_entity(
-                entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
             )
+
+    def _current(self, message_id: str, previous: StatusRow | None) -> StatusRow:
+        """The row a state change starts from: the caller's (its claim), else the stored one, else new."""
+        if previous is not None:
+            return previous
+        return self.get(message_id) or StatusRow(id=message_id, state="queued", first_seen=self._clock())
 
     # -- reads --------------------------------------------------------------------------------------
 
@@ -291,27 +316,16 @@ class StatusStore:
             if known:
                 entity = self._get_entity(message_id)
             known = True
-            common = {
-                "State": "sending",
-                "LeaseOwner": owner,
-                "LeaseUntil": lease_until,
-                "Transport": transport or "",
-                "Mailbox": mailbox or "",
-                "NextAttemptAt": None,
-            }
-            if internet_message_id:
-                common["InternetMessageId"] = internet_message_id
             if entity is None:
-                new = {"PartitionKey": message_id, "RowKey": ROW_KEY, "Attempts": 1, "FirstSeen": now,
-                       "UpdatedAt": now, "PossiblyDuplicated": False, **common}
-                new = {k: v for k, v in new.items() if v is not None}
+                row = StatusRow(id=message_id, state="sending", attempts=1, first_seen=now, updated_at=now,
+                                transport=transport, mailbox=mailbox, internet_message_id=internet_message_id,
+                                lease_owner=owner, lease_until=lease_until)
                 try:
-                    created = self.table.create_entity(new)
+                    created = self.table.create_entity(row.to_entity())
                 except ResourceExistsError:
                     continue  # another copy inserted first: read it and decide again
-                row = StatusRow.from_entity(new)
-                etag = (created or {}).get("etag") if isinstance(created, dict) else None
-                return Claim(ClaimKind.CLAIMED, _with_etag(row, etag), previous_state=None)
+                etag = created.get("etag") if isinstance(created, dict) else None
+                return Claim(ClaimKind.CLAIMED, replace(row, etag=etag), previous_state=None)
 
             row = StatusRow.from_entity(entity)
             if row.state == "sent":
@@ -323,39 +337,33 @@ class StatusStore:
             previous_unknown = False
             attempts = row.attempts + 1
             if row.state == "sending":
-                lease_live = row.lease_until is not None and row.lease_until > now
-                if lease_live and row.lease_owner != owner:
-                    wait = (row.lease_until - now).total_seconds() if row.lease_until else lease_s
+                if row.lease_until is not None and row.lease_until > now and row.lease_owner != owner:
+                    wait = (row.lease_until - now).total_seconds()
                     return Claim(ClaimKind.IN_FLIGHT, row, previous_state="sending", wait_s=wait)
                 previous_unknown = True
             elif row.state == "ambiguous":
                 previous_unknown = True
             elif row.state == "poisoned":
                 attempts = 1
-            fields = {**common, "Attempts": attempts}
-            if row.first_seen is None:
-                fields["FirstSeen"] = now
-            try:
-                self._merge(message_id, _drop_none(fields, keep=("NextAttemptAt",)), etag=row.etag)
-            except ResourceNotFoundError:
-                continue  # deleted under us: start over with an insert
-            except HttpResponseError as exc:
-                if exc.status_code == 412:
-                    continue  # someone else changed the row first: decide again on fresh data
-                raise
-            from dataclasses import replace
-
             claimed = replace(
                 row, state="sending", attempts=attempts, lease_owner=owner, lease_until=lease_until,
                 transport=transport or row.transport, mailbox=mailbox or row.mailbox,
                 internet_message_id=internet_message_id or row.internet_message_id,
                 first_seen=row.first_seen or now, next_attempt_at=None, etag=None,
             )
+            try:
+                self._save(claimed, etag=row.etag)
+            except ResourceNotFoundError:
+                continue  # deleted under us: start over with an insert
+            except HttpResponseError as exc:
+                if exc.status_code == 412:
+                    continue  # someone else changed the row first: decide again on fresh data
+                raise
             return Claim(ClaimKind.CLAIMED, claimed, previous_state=row.state, previous_unknown=previous_unknown)
         raise OutboxError("transient", "status.claim_contended", transport="storage", retryable=True,
                           detail=f"could not claim status row {message_id!r} after {_CLAIM_TRIES} tries")
 
-    # -- outcomes -----------------------------------------------------------------------------------
+    # -- outcomes: each writes the whole row, starting from the claim the caller holds ----------------
 
     def mark_sent(
         self,
@@ -367,20 +375,13 @@ class StatusStore:
         possibly_duplicated: bool | None = None,
         previous: StatusRow | None = None,
     ) -> None:
-        now = self._clock()
-        fields: dict[str, Any] = {
-            "State": "sent",
-            "SentAt": now,
-            "SentVia": sent_via,
-            "Transport": transport or "",
-            "LeaseOwner": "",
-            "LeaseUntil": None,
-            "NextAttemptAt": None,
-            "RequestIds": _join_ids([*(previous.request_ids if previous else ()), *request_ids]),
-        }
-        if possibly_duplicated is not None:
-            fields["PossiblyDuplicated"] = possibly_duplicated
-        self._merge(message_id, _drop_none(fields, keep=("LeaseUntil", "NextAttemptAt")))
+        row = self._current(message_id, previous)
+        self._save(replace(
+            row, state="sent", sent_at=self._clock(), sent_via=sent_via, transport=transport or row.transport,
+            lease_owner=None, lease_until=None, next_attempt_at=None,
+            request_ids=_merged_ids(row.request_ids, request_ids),
+            possibly_duplicated=row.possibly_duplicated if possibly_duplicated is None else possibly_duplicated,
+        ))
 
     def mark_retrying(
         self,
@@ -394,19 +395,12 @@ class StatusStore:
         previous: StatusRow | None = None,
     ) -> None:
         """``retrying`` (or ``ambiguous``) with the last error and when the next attempt is due."""
-        fields: dict[str, Any] = {
-            "State": state,
-            "LeaseOwner": "",
-            "LeaseUntil": None,
-            "NextAttemptAt": self._clock() + timedelta(seconds=delay_s),
-            **_error_fields(error),
-        }
-        if attempts is not None:
-            fields["Attempts"] = attempts
-        ids = _join_ids([*(previous.request_ids if previous else ()), *request_ids])
-        if ids:
-            fields["RequestIds"] = ids
-        self._merge(message_id, _drop_none(fields, keep=("LeaseUntil",)))
+        row = self._current(message_id, previous).with_error(error)
+        self._save(replace(
+            row, state=state, attempts=row.attempts if attempts is None else attempts,
+            lease_owner=None, lease_until=None, next_attempt_at=self._clock() + timedelta(seconds=delay_s),
+            request_ids=_merged_ids(row.request_ids, request_ids),
+        ))
 
     def mark_poisoned(
         self,
@@ -420,70 +414,52 @@ class StatusStore:
         previous: StatusRow | None = None,
         state: str = "poisoned",
     ) -> None:
-        fields: dict[str, Any] = {
-            "State": state,
-            "LeaseOwner": "",
-            "LeaseUntil": None,
-            "NextAttemptAt": None,
-            **_error_fields(error),
-        }
-        if attempts is not None:
-            fields["Attempts"] = attempts
-        if transport:
-            fields["Transport"] = transport
-        if mailbox:
-            fields["Mailbox"] = mailbox
-        ids = _join_ids([*(previous.request_ids if previous else ()), *request_ids])
-        if ids:
-            fields["RequestIds"] = ids
-        if previous is None and self.get(message_id) is None:
-            fields["FirstSeen"] = self._clock()
-        self._merge(message_id, _drop_none(fields, keep=("LeaseUntil", "NextAttemptAt")))
+        row = self._current(message_id, previous).with_error(error)
+        self._save(replace(
+            row, state=state, attempts=row.attempts if attempts is None else attempts,
+            transport=transport or row.transport, mailbox=mailbox or row.mailbox,
+            lease_owner=None, lease_until=None, next_attempt_at=None,
+            request_ids=_merged_ids(row.request_ids, request_ids),
+        ))
 
     def record_invalid(self, message_id: str, *, error: OutboxError, mailbox: str | None = None) -> bool:
         """A row for a message that failed validation, unless the id already has one (never overwrite a
         real message's history with a stray bad copy). Returns whether a row was written."""
-        from azure.core.exceptions import ResourceExistsError
-
         now = self._clock()
-        entity = {"PartitionKey": message_id, "RowKey": ROW_KEY, "State": "poisoned", "Attempts": 1,
-                  "FirstSeen": now, "UpdatedAt": now, "Mailbox": mailbox or "", "PossiblyDuplicated": False,
-                  **_error_fields(error)}
-        try:
-            self.table.create_entity(_drop_none(entity))
-        except ResourceExistsError:
-            return False
-        return True
+        row = StatusRow(id=message_id, state="poisoned", attempts=1, first_seen=now, updated_at=now, mailbox=mailbox)
+        return self._insert(row.with_error(error))
 
     def record_queued(self, message_id: str, *, transport: str | None, mailbox: str | None,
                       internet_message_id: str | None = None) -> bool:
         """The row ``mode=queue`` writes so ``GET /api/messages/{id}`` answers at once (insert only)."""
+        now = self._clock()
+        return self._insert(StatusRow(id=message_id, state="queued", attempts=0, first_seen=now, updated_at=now,
+                                      transport=transport, mailbox=mailbox, internet_message_id=internet_message_id))
+
+    def _insert(self, row: StatusRow) -> bool:
         from azure.core.exceptions import ResourceExistsError
 
-        now = self._clock()
-        entity = {"PartitionKey": message_id, "RowKey": ROW_KEY, "State": "queued", "Attempts": 0,
-                  "FirstSeen": now, "UpdatedAt": now, "Transport": transport or "", "Mailbox": mailbox or "",
-                  "InternetMessageId": internet_message_id or "", "PossiblyDuplicated": False}
         try:
-            self.table.create_entity(entity)
+            self.table.create_entity(row.to_entity())
         except ResourceExistsError:
             return False
         return True
 
-    def release(self, message_id: str, *, attempts: int, state: str, delay_s: float) -> None:
+    def release(self, message_id: str, *, attempts: int, state: str, delay_s: float,
+                previous: StatusRow | None = None) -> None:
         """Give the claim back without counting the attempt (a paused mailbox is not a failure)."""
-        self._merge(message_id, {
-            "State": state, "Attempts": attempts, "LeaseOwner": "", "LeaseUntil": None,
-            "NextAttemptAt": self._clock() + timedelta(seconds=delay_s),
-        })
+        row = self._current(message_id, previous)
+        self._save(replace(row, state=state, attempts=attempts, lease_owner=None, lease_until=None,
+                           next_attempt_at=self._clock() + timedelta(seconds=delay_s)))
 
     def reset_for_requeue(self, message_id: str) -> StatusRow:
         """For the CLI's requeue: back to ``queued`` with a fresh attempt budget (history kept)."""
-        fields = {"State": "queued", "Attempts": 0, "LeaseOwner": "", "LeaseUntil": None, "NextAttemptAt": None}
-        self._merge(message_id, fields)
-        row = self.get(message_id)
-        assert row is not None
-        return row
+        row = replace(self._current(message_id, None), state="queued", attempts=0, lease_owner=None,
+                      lease_until=None, next_attempt_at=None)
+        self._save(row)
+        stored = self.get(message_id)
+        assert stored is not None
+        return stored
 
     def delete(self, message_id: str) -> None:
         self.table.delete_entity(partition_key=message_id, row_key=ROW_KEY)
@@ -493,22 +469,10 @@ class StatusStore:
             self._table.close()
 
 
-def _drop_none(fields: dict[str, Any], keep: Iterable[str] = ()) -> dict[str, Any]:
-    """Table storage cannot store null; a None we want to clear is written as "" instead."""
-    keep = set(keep)
-    out: dict[str, Any] = {}
-    for key, value in fields.items():
-        if value is None:
-            if key in keep:
-                out[key] = ""
-            continue
-        out[key] = value
-    return out
-
-
-def _with_etag(row: StatusRow, etag: str | None) -> StatusRow:
-    if etag is None:
-        return row
-    from dataclasses import replace
-
-    return replace(row, etag=etag)
+def _merged_ids(previous: Iterable[str], new: Iterable[str | None]) -> tuple[str, ...]:
+    """Request ids of every attempt, oldest first, without repeats; the last 8 (a row stays small)."""
+    seen: list[str] = []
+    for request_id in (*previous, *new):
+        if request_id and request_id not in seen:
+            seen.append(request_id)
+    return tuple(seen[-8:])

@@ -212,13 +212,18 @@ def test_host_redelivery_after_a_crash_mid_send_is_not_sent_twice(stack: Stack) 
     # message, the row still says "sending" under this queue message, and the host redelivers the copy.
     from datetime import UTC, datetime, timedelta
 
+    from azure.data.tables import UpdateMode
+
     from shared.message_id import make_message_id
 
     assert call(stack, "POST", "send?mode=now", mail(id="crash-1"))[0] == 200
     queue_message = stack.queue.send_message(json.dumps(mail(id="crash-1")), visibility_timeout=2)
+    sent = stack.row("crash-1")
+    assert sent is not None
     stack.status.table.upsert_entity({
-        "PartitionKey": "crash-1", "RowKey": "", "State": "sending", "LeaseOwner": queue_message.id,
-        "LeaseUntil": datetime.now(UTC) + timedelta(minutes=5), "SentAt": "", "SentVia": ""})
+        "PartitionKey": "crash-1", "RowKey": "", "State": "sending", "Attempts": 1, "FirstSeen": sent.first_seen,
+        "Mailbox": SENDER, "LeaseOwner": queue_message.id, "LeaseUntil": datetime.now(UTC) + timedelta(minutes=5),
+    }, mode=UpdateMode.REPLACE)
     row = stack.wait_state("crash-1", "sent", timeout=20)
     assert row.sent_via == "lookup"
     stack.wait_idle()

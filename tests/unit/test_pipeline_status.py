@@ -82,3 +82,58 @@ def test_public_view_has_no_lease_internals(store: StatusStore) -> None:
     view = store.get("v").public()  # type: ignore[union-attr]
     assert view["state"] == "sent" and view["requestIds"] == ["r1", "r2"] and view["sentAt"].endswith("Z")
     assert "secret-owner" not in repr(view)
+
+
+TIME_COLUMNS = ("FirstSeen", "UpdatedAt", "SentAt", "LeaseUntil", "NextAttemptAt")
+
+
+def _raw(store: StatusStore, message_id: str) -> dict[str, object]:
+    return dict(store.table.get_entity(partition_key=message_id, row_key=""))
+
+
+def _times_are_times(entity: dict[str, object]) -> dict[str, object]:
+    from datetime import datetime
+
+    return {name: entity[name] for name in TIME_COLUMNS if name in entity and not isinstance(entity[name], datetime)}
+
+
+def test_time_columns_hold_times_or_are_absent_through_every_state(store: StatusStore) -> None:
+    # A typed reader (.NET DateTimeOffset?, a POCO) fails on "" in a time column: cleared means absent.
+    first = store.claim("typed", owner="q1", lease_s=60, transport="graph", mailbox="a@b.example")
+    assert _times_are_times(_raw(store, "typed")) == {}
+    store.mark_retrying("typed", error=OutboxError("transient", "x", status=503, retryable=True), delay_s=5,
+                        previous=first.row)
+    entity = _raw(store, "typed")
+    assert _times_are_times(entity) == {} and "LeaseUntil" not in entity and "LeaseOwner" not in entity
+    second = store.claim("typed", owner="q2", lease_s=60, transport="graph", mailbox="a@b.example")
+    entity = _raw(store, "typed")
+    assert _times_are_times(entity) == {} and "NextAttemptAt" not in entity
+    store.mark_sent("typed", transport="graph", request_ids=["r1"], previous=second.row)
+    entity = _raw(store, "typed")
+    assert _times_are_times(entity) == {} and "LeaseUntil" not in entity and "NextAttemptAt" not in entity
+    assert entity["State"] == "sent" and entity["Attempts"] == 2 and entity["FirstSeen"] == first.row.first_seen
+
+
+def test_the_last_error_is_the_last_one_whole(store: StatusStore) -> None:
+    first = store.claim("last", owner="q1", lease_s=60, transport="graph", mailbox="a@b.example")
+    store.mark_retrying("last", error=OutboxError("transient", "serviceNotAvailable", status=503, retryable=True,
+                                                  hint="later"), delay_s=1, previous=first.row)
+    second = store.claim("last", owner="q2", lease_s=60, transport="graph", mailbox="a@b.example")
+    store.mark_retrying("last", error=OutboxError("transient", "outbox.connect_refused", retryable=True),
+                        delay_s=1, previous=second.row)
+    entity = _raw(store, "last")
+    assert entity["LastCode"] == "outbox.connect_refused" and "LastStatus" not in entity and "LastHint" not in entity
+    row = store.get("last")
+    assert row is not None and row.last_status is None and row.last_hint is None and row.attempts == 2
+
+
+def test_release_and_requeue_leave_no_empty_time_columns(store: StatusStore) -> None:
+    claim = store.claim("rel", owner="q1", lease_s=60, transport="graph", mailbox="a@b.example")
+    store.release("rel", attempts=0, state="queued", delay_s=2, previous=claim.row)
+    entity = _raw(store, "rel")
+    assert _times_are_times(entity) == {} and "LeaseUntil" not in entity and entity["Attempts"] == 0
+    store.mark_poisoned("rel", error=OutboxError("auth", "5.7.3", status=535, hint="grant it"), attempts=1)
+    row = store.reset_for_requeue("rel")
+    entity = _raw(store, "rel")
+    assert _times_are_times(entity) == {} and "NextAttemptAt" not in entity
+    assert row.state == "queued" and row.last_code == "5.7.3"  # the history stays for the operator
