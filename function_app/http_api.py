@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,7 +19,6 @@ import azure.functions as func
 
 log = logging.getLogger("outbox.http")
 
-_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
 _STATUS_BY_CATEGORY = {
     "invalid_message": 400,
     "recipient": 422,
@@ -145,10 +143,11 @@ def handle_send(req: func.HttpRequest) -> func.HttpResponse:
 
 def handle_status(req: func.HttpRequest) -> func.HttpResponse:
     from shared.errors import OutboxError
+    from shared.pipeline import valid_message_id
     from shared.settings import SettingsError
 
     message_id = req.route_params.get("id") or ""
-    if not _ID.match(message_id):
+    if not valid_message_id(message_id):
         return _json(400, {"error": {"code": "bad_id", "detail": "ids are 1-128 characters of A-Z a-z 0-9 . _ : @ -"}})
     try:
         from function_app.runtime import runtime

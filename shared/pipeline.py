@@ -34,6 +34,14 @@ from typing import Any
 from shared.backoff import retry_delay_s
 from shared.errors import OutboxError, redact
 from shared.events import log_outcome, outcome_event
+from shared.message import (
+    InvalidMessage,
+    Message,
+    check_sender_allowed,
+    decode_body,
+    parse_message,
+    validate_for_transport,
+)
 from shared.message_id import make_message_id
 from shared.queues import poison_envelope, raw_text
 from shared.status import Claim, ClaimKind, StatusRow
@@ -180,13 +188,11 @@ class Pipeline:
 
         Raises ``InvalidMessage`` for a message that would only be poisoned, and OutboxError (size) for
         one that does not fit a queue message."""
-        from shared.message import check_sender_allowed, decode_body, parse_message
-
         decoded = decode_body(data) if isinstance(data, bytes | str) else dict(data)
         message = parse_message(decoded)
         check_sender_allowed(message, self.settings.allowed_senders)
         transport = message.transport or self.settings.transport
-        _validate_for(message, transport)
+        validate_for_transport(message, transport)
         message_id = message.id or uuid.uuid4().hex
         body = {**decoded, "id": message_id}
         imid = make_message_id(message_id, message.sender.address)
@@ -198,8 +204,6 @@ class Pipeline:
     # -- the flow -----------------------------------------------------------------------------------
 
     def _handle(self, body: Any, ctx: _Ctx) -> Outcome:
-        from shared.message import InvalidMessage, check_sender_allowed, decode_body, parse_message
-
         # 1. Decode: anything that is not a JSON object (plain or base64) is poisoned with its raw text.
         if isinstance(body, bytes | bytearray | str):
             try:
@@ -210,7 +214,8 @@ class Pipeline:
         else:
             decoded = dict(body)
 
-        message_id = _usable_id(decoded.get("id")) or ctx.queue_message_id
+        given_id = decoded.get("id")
+        message_id = given_id if valid_message_id(given_id) else ctx.queue_message_id
         mailbox = _sender_text(decoded.get("from"))
 
         # 2. Validate: the whole message, the allow-list, the chosen transport's own rules.
@@ -218,7 +223,7 @@ class Pipeline:
             message = parse_message(decoded)
             check_sender_allowed(message, self.settings.allowed_senders)
             transport_name = message.transport or self.settings.transport
-            _validate_for(message, transport_name)
+            validate_for_transport(message, transport_name)
         except InvalidMessage as exc:
             return self._invalid(decoded, exc, message_id, ctx, mailbox=mailbox)
         except Exception as exc:
@@ -254,29 +259,9 @@ class Pipeline:
 
         # 4. The previous attempt may have delivered: decide per OUTBOX_ON_AMBIGUOUS before sending.
         if claim.previous_unknown:
-            policy = self.settings.on_ambiguous
-            work.after_ambiguous = True
-            if policy == "poison":
-                err = _previous_unknown_error(transport_name)
-                return self._poison(work, ctx, err)
-            if policy == "lookup":
-                try:
-                    found = transport.find_sent(message, internet_message_id=imid)
-                except OutboxError as err:
-                    return self._failed(work, ctx, err)
-                except Exception as exc:
-                    log.exception("Sent Items lookup for %s failed unexpectedly", message_id)
-                    return self._failed(work, ctx, unexpected_error(exc, transport=transport_name)
-                                        .replace(maybe_delivered=False))
-                work.lookup = found
-                if found is True:
-                    self.status.mark_sent(message_id, transport=transport_name, sent_via="lookup",
-                                          previous=claim.row)
-                    return self._outcome("sent", work, ctx, state="sent", sent_via="lookup",
-                                         request_ids=claim.row.request_ids)
-                work.possibly_duplicated = found is None
-            else:  # resend
-                work.possibly_duplicated = True
+            settled = self._settle_previous_attempt(work, ctx, transport)
+            if settled is not None:
+                return settled
 
         # 5. Send.
         try:
@@ -294,6 +279,37 @@ class Pipeline:
         return self._outcome("sent", work, ctx, state="sent", request_ids=ids, sent_via="send",
                              extra={"path": getattr(result, "path", None)})
 
+    def _settle_previous_attempt(self, work: _Work, ctx: _Ctx, transport: Any) -> Outcome | None:
+        """An earlier attempt may have delivered (ambiguous, or it died while sending). Returns the
+        outcome when that settles the message, None when it is to be sent (again)."""
+        claim = work.claim
+        assert claim is not None
+        work.after_ambiguous = True
+        policy = self.settings.on_ambiguous
+        if policy == "poison":
+            return self._poison(work, ctx, _previous_unknown_error(work.transport))
+        if policy == "resend":
+            work.possibly_duplicated = True
+            return None
+        try:
+            found = transport.find_sent(work.message, internet_message_id=work.imid)
+        except OutboxError as err:
+            return self._failed(work, ctx, err)
+        except Exception as exc:
+            log.exception("Sent Items lookup for %s failed unexpectedly", work.message_id)
+            # Only a lookup failed: nothing was sent in this attempt.
+            return self._failed(work, ctx, unexpected_error(exc, transport=work.transport)
+                                .replace(maybe_delivered=False))
+        work.lookup = found
+        if found is True:
+            self.status.mark_sent(work.message_id, transport=work.transport, sent_via="lookup",
+                                  previous=claim.row)
+            return self._outcome("sent", work, ctx, state="sent", sent_via="lookup",
+                                 request_ids=claim.row.request_ids)
+        # Not found: send normally. Unknowable (SMTP, no Mail.ReadBasic): send, flagged as maybe twice.
+        work.possibly_duplicated = found is None
+        return None
+
     # -- failure handling ---------------------------------------------------------------------------
 
     def _failed(self, work: _Work, ctx: _Ctx, err: OutboxError) -> Outcome:
@@ -304,7 +320,7 @@ class Pipeline:
         # A paused or saturated mailbox is not the message's fault: no attempt is counted.
         if err.code in PAUSED_CODES:
             delay = max(1.0, float(err.retry_after or 1.0))
-            state = "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
+            state = _retry_state(work)
             if state == "retrying" and claim.previous_state in (None, "queued"):
                 state = "queued"
             self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=delay,
@@ -343,8 +359,7 @@ class Pipeline:
             return self._poison(work, ctx, err, extra={"exhausted": True})
 
         delay = self._delay(work.attempt, err)
-        # A lookup that found nothing settled the doubt; an unanswered one keeps the row ambiguous.
-        state = "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
+        state = _retry_state(work)
         self.status.mark_retrying(work.message_id, error=err, delay_s=delay, state=state, request_ids=ids,
                                   previous=claim.row)
         if ctx.now_mode:
@@ -482,7 +497,7 @@ class _Ctx:
 
 @dataclass
 class _Work:
-    message: Any
+    message: Message | None  # None for a message that did not validate
     original: Any  # the decoded producer body (a dict), or the raw text of one that did not decode
     message_id: str
     mailbox: str | None
@@ -495,10 +510,10 @@ class _Work:
     possibly_duplicated: bool = False
 
 
-def _validate_for(message: Any, transport: str) -> None:
-    from shared.message import validate_for_transport
-
-    validate_for_transport(message, transport)
+def _retry_state(work: _Work) -> str:
+    """The row's state while the message waits: a lookup that found nothing settled the doubt about an
+    earlier attempt; an unanswered (or impossible) one keeps the row ambiguous."""
+    return "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
 
 
 def _previous_unknown_error(transport: str | None) -> OutboxError:
@@ -517,10 +532,9 @@ def _previous_unknown_error(transport: str | None) -> OutboxError:
 _ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")  # design.md, message v1 "id"
 
 
-def _usable_id(value: Any) -> str | None:
-    if isinstance(value, str) and _ID.match(value):
-        return value
-    return None
+def valid_message_id(value: Any) -> bool:
+    """Whether ``value`` is a message id as design.md defines it (1-128 of A-Z a-z 0-9 . _ : @ -)."""
+    return isinstance(value, str) and _ID.match(value) is not None
 
 
 def _sender_text(value: Any) -> str | None:
