@@ -342,3 +342,21 @@ def test_mail_from_without_auth_is_530_5_7_57(smtp: smtplib.SMTP, harness_env: d
     smtp.ehlo()
     code, text = smtp.docmd("MAIL", f"FROM:<{SENDER}>")
     assert code == 530 and text.decode().startswith("5.7.57 Client not authenticated to send mail")
+
+
+@pytest.mark.parametrize("patch", [
+    {"apps": {"outbox-sender": {"smtp": {"service_principal_registered": False}}}},
+    {"apps": {"outbox-sender": {"smtp": {"service_principal_object_id": "00000000-0000-0000-0000-000000000bad"}}}},
+    {"apps": {"outbox-sender": {"smtp": {"full_access": ["noreply@contoso.example"]}}}},
+    {"apps": {"outbox-sender": {"exchange_consent": False}}},
+], ids=["no-service-principal", "wrong-object-id", "no-full-access", "no-consent"])
+def test_535_5_7_3_is_the_same_answer_for_every_exchange_side_cause(harness_env: dict[str, str], app: App,
+                                                                      harness: Harness, patch: dict) -> None:
+    """design.md, "What doctor can know": the harness is as reticent as Exchange."""
+    harness.apply_scenario(patch)
+    token = app.token(SMTP_SCOPE)
+    with smtplib.SMTP(harness_env["OUTBOX_SMTP_HOST"], int(harness_env["OUTBOX_SMTP_PORT"]), timeout=15) as client:
+        client.starttls(context=tls(harness_env))
+        client.ehlo()
+        code, text = client.docmd("AUTH", "XOAUTH2 " + base64.b64encode(xoauth2(SENDER, token).encode()).decode())
+    assert code == 535 and AUTH_FAILED.match(text.decode()), text

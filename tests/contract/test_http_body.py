@@ -35,3 +35,15 @@ def test_invalid_v1_body_over_http_is_refused_naming_the_fields(local_stack) -> 
     for field in ("to", "subject", "text"):
         assert f'"{field}"' in text or f"{field}:" in text, text
     assert list(stack.storage.queue.peek_messages()) == [], "nothing is queued"
+
+
+def test_a_body_that_cannot_fit_a_queue_message_is_refused_not_failed(local_stack) -> None:
+    """A queue message holds 64 KiB: mode=queue must say so (claim check via blob), not answer 500."""
+    stack = local_stack(http=True)
+    with httpx.Client(timeout=15) as client:
+        answer = client.post(f"{stack.host.base_url}/api/send", params={"mode": "queue"},
+                             headers={"x-functions-key": "contract-key"},
+                             json=mail(id="http-big", html="<p>" + "x" * 70_000 + "</p>"))
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text[:300])
+    assert "blob" in answer.text
+    assert list(stack.storage.queue.peek_messages()) == []

@@ -160,3 +160,49 @@ def test_ca_bundle_is_given_to_every_tls_client(harness: Harness, host_play, tmp
     for message_id in ("ca-graph", "ca-smtp"):
         row = play.storage.row(message_id)
         assert row is not None and row["State"] == "sent", (row or {}).get("LastDetail")
+
+
+# -- OUTBOX_TRANSPORT and OUTBOX_ON_AMBIGUOUS --------------------------------------------------------------
+
+
+def test_outbox_transport_is_the_default_and_a_message_may_override_it(harness: Harness, host_play) -> None:
+    play: HostPlay = host_play(OUTBOX_TRANSPORT="smtp")
+    assert play.deliver(mail(id="default-transport")).ok
+    assert play.deliver(mail(id="own-transport", transport="graph")).ok
+    assert play.storage.row("default-transport")["Transport"] == "smtp"
+    assert play.storage.row("own-transport")["Transport"] == "graph"
+    assert [d.transport for d in harness.deliveries()] in (["smtp", "graph"], ["graph", "smtp"])
+
+
+def _ambiguous_then_retry(harness: Harness, play: HostPlay, message_id: str) -> dict:
+    """A Graph send whose answer never comes (the fake delivers, then drops the connection)."""
+    harness.set_fault(service="graph", action="drop_after_body", times=1)
+    assert play.deliver(mail(id=message_id)).ok
+    return play.storage.row(message_id) or {}
+
+
+def test_on_ambiguous_lookup_finds_the_sent_copy_and_sends_nothing_twice(harness: Harness, host_play) -> None:
+    play: HostPlay = host_play(OUTBOX_ON_AMBIGUOUS="lookup")
+    assert _ambiguous_then_retry(harness, play, "amb-lookup")["State"] == "ambiguous"
+    assert play.invoke_next(timeout=5).ok
+    row = play.storage.row("amb-lookup")
+    assert (row["State"], row["SentVia"]) == ("sent", "lookup")
+    assert len(harness.deliveries(transport="graph")) == 1
+
+
+def test_on_ambiguous_resend_sends_again_and_says_possibly_duplicated(harness: Harness, host_play) -> None:
+    play: HostPlay = host_play(OUTBOX_ON_AMBIGUOUS="resend")
+    assert _ambiguous_then_retry(harness, play, "amb-resend")["State"] == "ambiguous"
+    assert play.invoke_next(timeout=5).ok
+    row = play.storage.row("amb-resend")
+    assert row["State"] == "sent" and row["PossiblyDuplicated"] is True
+    assert len(harness.deliveries(transport="graph")) == 2
+
+
+def test_on_ambiguous_poison_leaves_it_to_an_operator(harness: Harness, host_play) -> None:
+    play: HostPlay = host_play(OUTBOX_ON_AMBIGUOUS="poison")
+    assert _ambiguous_then_retry(harness, play, "amb-poison")["State"] == "poisoned"
+    [text] = play.storage.take_poison(1, timeout=5)
+    envelope = json.loads(text)
+    assert envelope["message"]["id"] == "amb-poison" and envelope["error"]["transport"] == "graph"
+    assert len(harness.deliveries(transport="graph")) == 1
