@@ -45,6 +45,8 @@ class Script:
     graph: dict[str, tuple[int, dict[str, str], bytes]] = field(default_factory=dict)
     entra: tuple[int, dict[str, Any]] | None = None
     calls: Counter[tuple[str, str]] = field(default_factory=Counter)
+    # What each mailbox's last request carried: {"token": bearer token, "client-request-id": ...}.
+    seen: dict[str, dict[str, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def count(self, mailbox: str, what: str) -> None:
@@ -70,11 +72,12 @@ class _SmtpHandler:
             text = base64.b64decode(blob).decode()
         except ValueError:
             return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode response")
-        match = re.match(r"user=([^\x01]+)\x01auth=Bearer [^\x01]+\x01\x01\Z", text)
+        match = re.match(r"user=([^\x01]+)\x01auth=Bearer ([^\x01]+)\x01\x01\Z", text)
         if not match:
             return AuthResult(success=False, handled=False,
                               message="501 5.5.124 Invalid XOAUTH2 auth data - User address provided is not valid")
         user = match.group(1)
+        self.script.seen[user.lower()] = {"token": match.group(2)}
         reply = self._reply(user, "auth")
         if reply:
             return AuthResult(success=False, handled=False, message=reply)
@@ -132,6 +135,9 @@ class _GraphHandler(BaseHTTPRequestHandler):
             return
         mailbox = match.group(1)
         self.script.count(mailbox, "sendMail")
+        self.script.seen[mailbox.lower()] = {
+            "token": (self.headers.get("Authorization") or "").removeprefix("Bearer "),
+            "client-request-id": self.headers.get("client-request-id") or ""}
         reply = self.script.graph.get(mailbox.lower())
         if reply is None:
             self._answer(202, ids, b"")

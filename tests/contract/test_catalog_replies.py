@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -362,8 +363,28 @@ def test_entra_token_error(replay: Replay, case: str) -> None:
     assert replay.servers.script.calls[(mailbox_for(f"entra-{case}"), "sendMail")] == 0
 
 
+@pytest.mark.parametrize(("transport", "audience"), [("graph", "https://graph.microsoft.com"),
+                                                     ("smtp", "https://outlook.office365.com")])
+def test_tokens_are_for_the_resource_not_for_the_overridden_endpoint(replay: Replay, transport: str,
+                                                                     audience: str) -> None:
+    """design.md: scopes are resource identifiers, never derived from an endpoint override (here the
+    replay servers' https://127.0.0.1:port). Graph requests carry a GUID client-request-id."""
+    import jwt
+
+    row, envelope = run_case(replay, f"ok-{transport}", transport)
+    assert envelope is None and row["State"] == "sent"
+    seen = replay.servers.script.seen[mailbox_for(f"ok-{transport}")]
+    claims = jwt.decode(seen["token"], options={"verify_signature": False})
+    assert claims["aud"].rstrip("/") == audience
+    if transport == "graph":
+        assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+                            seen["client-request-id"].lower())
+        assert seen["client-request-id"] in row["RequestIds"].split(",")
+
+
 def test_every_case_was_answered_by_the_replay_servers(replay: Replay, _harness_session: Harness) -> None:
     """The endpoint overrides took effect: the harness's fakes saw none of these mailboxes."""
     assert not [d for d in _harness_session.deliveries() if d.mailbox.startswith("case-")]
     answered = {mailbox for mailbox, _ in replay.servers.script.calls}
     assert {mailbox_for(c) for c in SMTP_CASES} | {mailbox_for(c) for c in GRAPH_CASES} <= answered
+    assert replay.servers.script.calls[("entra", "token")] >= len(ENTRA_CASES)

@@ -139,3 +139,19 @@ def test_backoff_max_caps_the_delay(harness: Harness, host_play) -> None:
     assert play.deliver(mail(id="backoff-2")).ok
     assert _retry_delay_s(play, "backoff-2") <= 1.1
     play.storage.receive_work(timeout=3)
+
+
+def test_host_json_and_the_trigger_binding_are_part_of_the_contract() -> None:
+    """design.md: host.json sets messageEncoding none (producers may send plain JSON), and the trigger binds
+    %OUTBOX_QUEUE% on the AzureWebJobsStorage connection; the worker indexes the app (main.py)."""
+    from harness.localhost import index_app, indexed_functions
+    from tests.contract.conftest import ROOT
+
+    host = json.loads((ROOT / "host.json").read_text(encoding="utf-8"))
+    assert host["extensions"]["queues"]["messageEncoding"] == "none"
+    app = index_app(ROOT, {"PYTHON_SCRIPT_FILE_NAME": "main.py"})
+    [queue_fn] = [f for f in indexed_functions(app) if f.trigger.type.lower() == "queuetrigger"]
+    assert queue_fn.trigger.raw["queueName"] == "%OUTBOX_QUEUE%"
+    assert queue_fn.trigger.raw.get("connection") == "AzureWebJobsStorage"
+    example = json.loads((ROOT / "local.settings.example.json").read_text(encoding="utf-8"))["Values"]
+    assert example["OUTBOX_QUEUE"] == "outbox" and example["PYTHON_SCRIPT_FILE_NAME"] == "main.py"
