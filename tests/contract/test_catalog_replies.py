@@ -18,7 +18,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -241,10 +241,23 @@ ENTRA_CASES: dict[str, EntraCase] = {
 }
 
 
+SPENT_RETRIES = pytest.mark.xfail(strict=True, reason=(
+    "divergence (pipeline files): a row whose catalog retries are spent (535 5.7.3 and Graph 401 after the "
+    "fresh-token retry, AADSTS700027/700024 after the certificate re-read) is poisoned with retryable: true, "
+    "which tells an operator tool that a requeue can succeed unchanged; the reference classes them P. Fix in "
+    "shared/pipeline.py _failed(): when the cap that stops it is the row's max_retries (not "
+    "OUTBOX_MAX_ATTEMPTS), poison err.replace(retryable=False)"))
+
+
+def params(cases: dict, spent: tuple[str, ...]) -> list:
+    return [pytest.param(c, marks=SPENT_RETRIES) if c in spent else c for c in cases]
+
+
 @dataclass
 class Replay:
     play: HostPlay
     servers: ReplayServers
+    envelopes: dict[str, dict] = field(default_factory=dict)  # case -> envelope, for later checks
 
 
 @pytest.fixture(scope="module")
@@ -278,6 +291,7 @@ def run_case(replay: Replay, case: str, transport: str) -> tuple[dict, dict | No
     if row["State"] == "poisoned":
         texts = replay.play.storage.take_poison(1, timeout=5)
         envelope = json.loads(texts[0])
+        replay.envelopes[case] = envelope
     return row, envelope
 
 
@@ -325,6 +339,11 @@ def test_graph_reply(replay: Replay, case: str) -> None:
     check(row, envelope, spec.outcome, spec.categories, "graph", status, code)
     if envelope is not None and code is not None:
         assert envelope["error"]["requestId"], "Graph's request-id belongs in the envelope"
+    retry_after = spec.reply[1].get("Retry-After")
+    if retry_after and spec.outcome == RETRY:
+        # Retry-After is honoured: the next attempt is not due before it.
+        delay = (row["NextAttemptAt"] - row["UpdatedAt"]).total_seconds()
+        assert delay >= int(retry_after) - 0.05, delay
     calls = replay.servers.script.calls[(mailbox, "sendMail")]
     if case == "401-expired":
         assert calls == 2, "an expired token is retried once with a new token"
@@ -380,6 +399,22 @@ def test_tokens_are_for_the_resource_not_for_the_overridden_endpoint(replay: Rep
         assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
                             seen["client-request-id"].lower())
         assert seen["client-request-id"] in row["RequestIds"].split(",")
+
+
+POISONED_CASES = [*(c for c, s in SMTP_CASES.items() if s.outcome == POISON),
+                  *(c for c, s in GRAPH_CASES.items() if s.outcome == POISON),
+                  *(f"entra-{c}" for c, s in ENTRA_CASES.items() if s.outcomes == {POISON} or c == "700024")]
+
+
+@pytest.mark.parametrize("case", params(POISONED_CASES, ("535-5.7.3", "401-expired", "entra-700027",
+                                                          "entra-700024")))
+def test_a_poisoned_reference_p_row_is_not_retryable(replay: Replay, case: str) -> None:
+    """The reference classes these P: poisoned after whatever retries the row allows, another attempt would
+    not succeed unless someone changes something (docs/errors.md's meaning of "retryable")."""
+    envelope = replay.envelopes.get(case)
+    if envelope is None:
+        pytest.skip(f"{case} was not poisoned in this run (its own test says why)")
+    assert envelope["error"]["retryable"] is False, f"{envelope['error']['code']}: poisoned, yet retryable"
 
 
 def test_every_case_was_answered_by_the_replay_servers(replay: Replay, _harness_session: Harness) -> None:
