@@ -160,11 +160,11 @@ def test_transient_error_requeues_the_body_then_sends(world: World) -> None:
 
 def test_retry_after_sets_the_delay_and_the_message_stays_hidden(world: World) -> None:
     world.senders.graph.send_script = [OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True,
-                                                   transport="graph", retry_after=2)]
+                                                   transport="graph", retry_after=3)]
     out = world.handle(message(id="ra-1"))
-    assert out.kind == "retry" and out.delay_s == 2
-    assert world.requeued() == []  # invisible for now
-    assert [b["id"] for b in world.requeued(wait_s=5)] == ["ra-1"]
+    assert out.kind == "retry" and out.delay_s == 3
+    assert world.requeued() == []  # invisible for now (3 s leaves room for a loaded machine)
+    assert [b["id"] for b in world.requeued(wait_s=8)] == ["ra-1"]
 
 
 def test_retry_after_is_capped(storage: str) -> None:
