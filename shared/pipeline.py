@@ -350,12 +350,15 @@ class Pipeline:
         if not err.retryable or err.category == "invalid_message":
             return self._poison(work, ctx, err)
 
-        limit = self.settings.max_attempts
         if err.max_retries is not None:
             # The transports already spend a "refresh credentials" retry in-process (a fresh token after
             # 535 5.7.3 or a 401, a re-read certificate after AADSTS700027), so that one is not repeated.
-            limit = min(limit, max(1, 1 + err.max_retries - (1 if err.refresh_credentials else 0)))
-        if work.attempt >= limit:
+            catalog_limit = max(1, 1 + err.max_retries - (1 if err.refresh_credentials else 0))
+            if work.attempt >= catalog_limit:
+                # The catalog's own retries are spent: a requeue unchanged cannot succeed, and the
+                # envelope must not tell an operator's tool that it can.
+                return self._poison(work, ctx, err.replace(retryable=False), extra={"exhausted": True})
+        if work.attempt >= self.settings.max_attempts:
             return self._poison(work, ctx, err, extra={"exhausted": True})
 
         delay = self._delay(work.attempt, err)

@@ -448,3 +448,21 @@ def test_a_retry_that_only_fits_as_base64_goes_back_as_base64(world: World) -> N
     [raw] = drain(world.work_q)
     assert not raw.content.startswith("{")
     assert json.loads(base64.b64decode(raw.content)) == body
+
+
+def test_an_error_whose_catalog_retries_are_spent_is_poisoned_as_not_retryable(world: World) -> None:
+    # 535 5.7.3 after the transport's fresh-token retry: requeueing it unchanged cannot succeed, so the
+    # envelope must not tell an operator's tool that it can. Attempts exhausted by OUTBOX_MAX_ATTEMPTS can.
+    world.senders.smtp.send_script = [OutboxError("auth", "5.7.3", status=535, transport="smtp", retryable=True,
+                                                  max_retries=1, refresh_credentials=True)]
+    assert world.handle(message(id="spent", transport="smtp")).kind == "poisoned"
+    [env] = world.poisoned()
+    assert env["error"]["retryable"] is False and env["error"]["code"] == "5.7.3"
+    busy = OutboxError("transient", "ErrorServerBusy", status=503, retryable=True)
+    world.senders.graph.send_script = [busy, busy, busy]
+    body: Any = message(id="budget")
+    for n in range(3):
+        if world.handle(body, qid=f"b-{n}").kind == "retry":
+            [body] = world.requeued()
+    [env] = world.poisoned()
+    assert env["error"]["retryable"] is True and env["attempts"] == 3
