@@ -190,12 +190,14 @@ def _invalid(exc: Any) -> CliError:
 
 
 def _via_pipeline(body: dict[str, Any], settings: Any, ctx: Context, *, now: bool) -> int:
-    from shared.cli.runtime import pipeline
+    from shared.cli.storage import CLI_RETRY, TABLE_RETRY
     from shared.errors import OutboxError
     from shared.message import InvalidMessage
+    from shared.runtime import build_runtime
 
     out = ctx.out
-    with pipeline(settings, sending=now) as pipe:
+    with build_runtime(settings, sending=now, storage_options=CLI_RETRY, table_options=TABLE_RETRY) as runtime:
+        pipe = runtime.pipeline
         if not now:
             try:
                 message_id, row = pipe.enqueue(body)
