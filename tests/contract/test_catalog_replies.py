@@ -241,18 +241,6 @@ ENTRA_CASES: dict[str, EntraCase] = {
 }
 
 
-SPENT_RETRIES = pytest.mark.xfail(strict=True, reason=(
-    "divergence (pipeline files): a row whose catalog retries are spent (535 5.7.3 and Graph 401 after the "
-    "fresh-token retry, AADSTS700027/700024 after the certificate re-read) is poisoned with retryable: true, "
-    "which tells an operator tool that a requeue can succeed unchanged; the reference classes them P. Fix in "
-    "shared/pipeline.py _failed(): when the cap that stops it is the row's max_retries (not "
-    "OUTBOX_MAX_ATTEMPTS), poison err.replace(retryable=False)"))
-
-
-def params(cases: dict, spent: tuple[str, ...]) -> list:
-    return [pytest.param(c, marks=SPENT_RETRIES) if c in spent else c for c in cases]
-
-
 @dataclass
 class Replay:
     play: HostPlay
@@ -406,8 +394,7 @@ POISONED_CASES = [*(c for c, s in SMTP_CASES.items() if s.outcome == POISON),
                   *(f"entra-{c}" for c, s in ENTRA_CASES.items() if s.outcomes == {POISON} or c == "700024")]
 
 
-@pytest.mark.parametrize("case", params(POISONED_CASES, ("535-5.7.3", "401-expired", "entra-700027",
-                                                          "entra-700024")))
+@pytest.mark.parametrize("case", POISONED_CASES)
 def test_a_poisoned_reference_p_row_is_not_retryable(replay: Replay, case: str) -> None:
     """The reference classes these P: poisoned after whatever retries the row allows, another attempt would
     not succeed unless someone changes something (docs/errors.md's meaning of "retryable")."""
