@@ -206,3 +206,28 @@ def test_on_ambiguous_poison_leaves_it_to_an_operator(harness: Harness, host_pla
     envelope = json.loads(text)
     assert envelope["message"]["id"] == "amb-poison" and envelope["error"]["transport"] == "graph"
     assert len(harness.deliveries(transport="graph")) == 1
+
+
+def test_the_cli_trusts_only_the_ca_bundle_too(harness: Harness, azurite, tmp_path: Path) -> None:
+    """The operator's tool is an outbound TLS client of outbox as well: doctor reaches the managed identity,
+    Key Vault, Entra, Graph and SMTP with the process trust variables pointing at an unrelated CA."""
+    import trustme
+
+    decoy = tmp_path / "decoy.pem"
+    trustme.CA().cert_pem.write_to_path(str(decoy))
+    values = json.loads((harness.state_dir / "local.settings.json").read_text())["Values"]
+    values.update({"AzureWebJobsStorage": azurite.connection_string, "REQUESTS_CA_BUNDLE": str(decoy),
+                   "SSL_CERT_FILE": str(decoy)})
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OUTBOX_", "AzureWebJobs", "IDENTITY_"))}
+    env.update({"REQUESTS_CA_BUNDLE": str(decoy), "SSL_CERT_FILE": str(decoy), "CURL_CA_BUNDLE": str(decoy),
+                "PYTHONPATH": str(ROOT)})
+    done = subprocess.run(
+        [sys.executable, "-c", "from shared.cli.main import main; raise SystemExit(main())", "--settings",
+         str(settings), "--json", "doctor", "--mailbox", "sender@contoso.example", "--transport", "both"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout)
+    failed = [(c["id"], c["summary"]) for c in report["checks"] if c["status"] == "fail"]
+    assert done.returncode == 0 and not failed, (failed, done.stderr[-2000:])
+    assert {c["id"] for c in report["checks"] if c["status"] == "pass"} >= {"keyvault", "smtp.auth"}
