@@ -93,3 +93,16 @@ def test_time_columns_always_hold_times(harness: Harness, host_play) -> None:
     # The last error stays as history after the success; the cleared lease and next attempt are absent.
     assert row["LastCode"] == "serviceNotAvailable" and row["LastStatus"] == 503
     assert "LeaseUntil" not in row and "NextAttemptAt" not in row
+
+
+def test_a_corrected_message_with_the_id_of_an_invalid_one_is_sent(harness: Harness, host_play) -> None:
+    """A producer fixes its message and sends it again under the same id (docs/pipeline.md: an invalid
+    message was never sent, so its id is not used up). Still one row."""
+    play: HostPlay = host_play()
+    assert play.deliver(mail(id="fix-me", subject="bad\nsubject")).ok
+    assert play.storage.row("fix-me")["State"] == "poisoned"
+    play.storage.take_poison(1, timeout=5)
+    assert play.deliver(mail(id="fix-me", subject="good subject")).ok
+    rows = play.storage.rows("fix-me")
+    assert len(rows) == 1 and rows[0]["State"] == "sent"
+    assert [d.subject for d in harness.deliveries()] == ["good subject"]
