@@ -40,7 +40,7 @@ def producer_body() -> dict:
 
 def test_retry_is_the_same_v1_body_with_id_filled_and_attempts_in_the_table(harness: Harness, host_play) -> None:
     play: HostPlay = host_play()
-    harness.set_fault(service="graph", action="reply", catalog="graph.service_unavailable", retry_after=1, times=1)
+    harness.set_fault(service="graph", action="reply", catalog="graph.service_unavailable", retry_after=2, times=1)
     body = producer_body()
     first = play.deliver(body)
     assert first.ok, first.error
@@ -122,15 +122,15 @@ def _retry_delay_s(play: HostPlay, message_id: str) -> float:
 
 def test_backoff_settings_set_the_retry_delay(harness: Harness, host_play) -> None:
     # ErrorMailboxStoreUnavailable carries no Retry-After: the delay comes from the backoff settings.
-    play: HostPlay = host_play(OUTBOX_BACKOFF_BASE_S="2", OUTBOX_BACKOFF_MAX_S="2")
+    play: HostPlay = host_play(OUTBOX_BACKOFF_BASE_S="3", OUTBOX_BACKOFF_MAX_S="3")
     harness.set_fault(service="graph", action="reply", catalog="graph.store_unavailable", times=1)
     assert play.deliver(mail(id="backoff-1")).ok
     delay = _retry_delay_s(play, "backoff-1")
-    assert 0.9 <= delay <= 2.1, delay
+    assert 1.4 <= delay <= 3.1, delay  # equal jitter: within [base/2, base]
     assert list(play.storage.queue.peek_messages()) == [], "the retry must be invisible for its delay"
     started = time.monotonic()
-    play.storage.receive_work(timeout=5)
-    assert time.monotonic() - started <= 3.0
+    play.storage.receive_work(timeout=8)
+    assert time.monotonic() - started <= 5.0
 
 
 def test_backoff_max_caps_the_delay(harness: Harness, host_play) -> None:
