@@ -133,7 +133,7 @@ class Storage:
         assert len(rows) <= 1, f"{len(rows)} status rows for {message_id}"
         return rows[0] if rows else None
 
-    def wait_row(self, message_id: str, *states: str, timeout: float = 20.0,
+    def wait_row(self, message_id: str, *states: str, timeout: float = 60.0,
                  wait: Callable[[float], object] | None = None) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while True:
@@ -144,7 +144,7 @@ class Storage:
                 raise AssertionError(f"{message_id}: row {row!r}, wanted state in {states}")
             (wait or time.sleep)(0.1)
 
-    def take_poison(self, count: int = 1, *, timeout: float = 20.0,
+    def take_poison(self, count: int = 1, *, timeout: float = 60.0,
                     wait: Callable[[float], object] | None = None) -> list[str]:
         """``count`` raw poison texts (deleted as read)."""
         got: list[str] = []
@@ -164,7 +164,7 @@ class Storage:
             (wait or time.sleep)(0.1)
         return got
 
-    def receive_work(self, *, timeout: float = 10.0, visibility: int = 30) -> Any:
+    def receive_work(self, *, timeout: float = 30.0, visibility: int = 30) -> Any:
         """The next visible message on the work queue (a retry body), or AssertionError."""
         deadline = time.monotonic() + timeout
         while True:
@@ -238,7 +238,7 @@ class HostPlay:
         self.storage.send(text)
         return self.invoke_next(**kwargs)
 
-    def invoke_next(self, *, timeout: float = 10.0) -> Invocation:
+    def invoke_next(self, *, timeout: float = 30.0) -> Invocation:
         msg = self.storage.receive_work(timeout=timeout)
         from azure.functions.queue import QueueMessage
 
@@ -285,10 +285,10 @@ class LocalStack:
     def wait(self, seconds: float) -> None:
         self.host.wait_until(lambda: False, seconds)
 
-    def wait_row(self, message_id: str, *states: str, timeout: float = 20.0) -> dict[str, Any]:
+    def wait_row(self, message_id: str, *states: str, timeout: float = 60.0) -> dict[str, Any]:
         return self.storage.wait_row(message_id, *states, timeout=timeout, wait=self.wait)
 
-    def take_poison(self, count: int = 1, timeout: float = 20.0) -> list[str]:
+    def take_poison(self, count: int = 1, timeout: float = 60.0) -> list[str]:
         return self.storage.take_poison(count, timeout=timeout, wait=self.wait)
 
 

@@ -85,7 +85,7 @@ class Stack:
     def row(self, message_id: str) -> StatusRow | None:
         return self.status.get(message_id)
 
-    def wait_state(self, message_id: str, *states: str, timeout: float = 20.0) -> StatusRow:
+    def wait_state(self, message_id: str, *states: str, timeout: float = 60.0) -> StatusRow:
         found: list[StatusRow] = []
 
         def reached() -> bool:
@@ -101,7 +101,7 @@ class Stack:
                                  f"host errors: {self.host.stats.errors[-3:]}")
         return found[-1]
 
-    def poison(self, *, count: int = 1, timeout: float = 20.0) -> list[dict[str, Any] | str]:
+    def poison(self, *, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any] | str]:
         """Wait for ``count`` poison messages and return them (envelopes parsed, host copies as text)."""
         got: list[Any] = []
         deadline = time.monotonic() + timeout
@@ -123,7 +123,7 @@ class Stack:
             self.host.wait_until(lambda: False, 0.1)
         return got
 
-    def wait_idle(self, timeout: float = 20.0) -> None:
+    def wait_idle(self, timeout: float = 60.0) -> None:
         """Until the work queue is empty (including delayed messages) and nothing runs."""
         def idle() -> bool:
             props = self.queue.get_queue_properties()
