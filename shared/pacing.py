@@ -50,15 +50,12 @@ class MailboxState:
 
 
 class _Mailbox:
-    __slots__ = ("freed", "in_flight", "log", "next_deferral", "paused_until")
+    __slots__ = ("freed", "in_flight", "log", "paused_until")
 
     def __init__(self, lock: threading.Lock) -> None:
         self.in_flight = 0
         self.log: deque[float] = deque()
         self.paused_until = 0.0
-        # When the next re-queued message of this mailbox should come back: deferrals are spread at
-        # the budget's rate, so a backlog does not return all at once and get deferred again.
-        self.next_deferral = 0.0
         # One condition per mailbox over the limiter's lock: a freed slot wakes one waiter of THIS
         # mailbox, not every waiting thread of every mailbox.
         self.freed = threading.Condition(lock)
@@ -212,10 +209,6 @@ class MailboxLimiter:
                 if wait <= 0:
                     box.log.extend([now] * cost)
                     return
-                if wait > self.max_wait_s:
-                    comes_back = max(now + wait, box.next_deferral)
-                    box.next_deferral = comes_back + self.window_s / self.budget
-                    wait = comes_back - now
             if wait > self.max_wait_s:
                 raise OutboxError(
                     "throttled",

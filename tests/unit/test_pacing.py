@@ -211,19 +211,3 @@ def test_a_unit_frees_only_after_the_window_plus_a_margin_for_the_servers_later_
     clock.advance(lim.margin_s)
     lim.spend("a@x.example")
 
-
-def test_a_backlog_over_budget_is_requeued_spread_at_the_budget_rate():
-    clock = FakeClock()
-    lim = limiter(clock, budget=5, window_s=10.0, max_wait_s=0.0)
-    for _ in range(5):
-        lim.spend("a@x.example")
-    delays = []
-    for _ in range(10):
-        with pytest.raises(OutboxError) as info:
-            lim.spend("a@x.example")
-        delays.append(info.value.retry_after)
-    # The budget frees 5 per 10 s: the first comes back when the window frees, the rest 2 s apart,
-    # instead of all ten returning together to be deferred again.
-    assert delays == sorted(delays)
-    assert delays[0] == 11.0 and delays[-1] >= 10.1 + 9 * 2.0
-    assert len(set(delays)) == 10
