@@ -17,7 +17,7 @@ import base64
 import json
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
@@ -167,25 +167,8 @@ class QueueStore:
         self._ready.add(name)
 
     def _create_queue(self, name: str, *, strict: bool) -> None:
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError
-
-        try:
-            self._client(name).create_queue()
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code not in (401, 403):
-                raise
-            # 403 is a missing permission, not a missing resource; 401 is a bad credential: stop.
-            if strict or exc.status_code == 401:
-                raise ConfigError(
-                    f"queue {name!r} does not exist and this identity may not create it ({exc.status_code})",
-                    code="storage.queue_missing",
-                    transport="storage",
-                    status=exc.status_code,
-                    hint=f"create the queue {name!r} (the deployment does) or grant the function's identity "
-                    "Storage Queue Data Contributor on the account",
-                ) from None
+        _create_resource(lambda: self._client(name).create_queue(), "queue", name,
+                         role="Storage Queue Data Contributor", strict=strict)
 
     def ensure_container(self) -> None:
         """Create the attachment container if missing; like queues, a refused create is not yet an error."""
@@ -198,25 +181,9 @@ class QueueStore:
         if self.container is None or self._blob_service is None:
             raise ConfigError("no attachment container configured", code="storage.container_missing",
                               transport="storage", hint="set OUTBOX_ATTACHMENTS_CONTAINER")
-        from azure.core.exceptions import HttpResponseError, ResourceExistsError
-
-        try:
-            self._blob_service.get_container_client(self.container).create_container()
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code not in (401, 403):
-                raise
-            # 403 is a missing permission, not a missing resource; 401 is a bad credential: stop.
-            if strict or exc.status_code == 401:
-                raise ConfigError(
-                    f"container {self.container!r} does not exist and this identity may not create it",
-                    code="storage.container_missing",
-                    transport="storage",
-                    status=exc.status_code,
-                    hint=f"create the blob container {self.container!r} (the deployment does) or grant "
-                    "Storage Blob Data Contributor",
-                ) from None
+        service, container = self._blob_service, self.container
+        _create_resource(lambda: service.get_container_client(container).create_container(), "container",
+                         container, role="Storage Blob Data Contributor", strict=strict)
 
     def _send(self, name: str, text: str, *, delay_s: float = 0.0) -> str:
         from azure.core.exceptions import ResourceNotFoundError
@@ -303,3 +270,26 @@ class QueueStore:
         for client in self._clients.values():
             client.close()
         self._clients.clear()
+
+
+def _create_resource(create: Callable[[], Any], kind: str, name: str, *, role: str, strict: bool) -> None:
+    """Create a queue or container. A 403 is a missing permission, not a missing resource, so it only
+    counts once the resource is shown missing (``strict``); a 401 is a bad credential: stop at once."""
+    from azure.core.exceptions import HttpResponseError, ResourceExistsError
+
+    try:
+        create()
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        if exc.status_code not in (401, 403):
+            raise
+        if strict or exc.status_code == 401:
+            raise ConfigError(
+                f"{kind} {name!r} does not exist and this identity may not create it ({exc.status_code})",
+                code=f"storage.{kind}_missing",
+                transport="storage",
+                status=exc.status_code,
+                hint=f"create the {kind} {name!r} (the deployment does) or grant the function's identity "
+                f"{role}",
+            ) from None
