@@ -8,24 +8,11 @@ import pytest
 
 from shared.certificates import CertificateProvider
 from shared.errors import OutboxError
-from tests.integration.transport_support import identity_environment, settings_for
+from tests.integration.transport_support import settings_for
 
 SECRET_GET = "GET /secrets/{name}/"
 
 
-@pytest.fixture
-def fakes(harness):
-    """The session harness (reset before each test) with the managed-identity variables set."""
-    with identity_environment(harness):
-        yield harness
-
-
-@pytest.fixture
-def own_fakes(harness_factory):
-    """A harness of this test's own: rotation changes the vault for good."""
-    started = harness_factory()
-    with identity_environment(started):
-        yield started
 
 
 def vault_reads(fakes) -> int:

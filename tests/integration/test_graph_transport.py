@@ -10,11 +10,9 @@ import threading
 import pytest
 
 from shared.errors import OutboxError
-from shared.message import parse_message
-from shared.message_id import make_message_id
 from shared.pacing import PAUSED_CODE
 from shared.senders import Senders
-from tests.integration.transport_support import SENDER, MemoryBlobs, identity_environment, settings_for
+from tests.integration.transport_support import SENDER, MemoryBlobs, message
 
 SEND = "POST /v1.0/users/{user}/sendMail"
 PUT = "PUT /api/v2.0/{tail}"
@@ -22,36 +20,6 @@ TOKEN_POST = "POST /{tenant}/oauth2/v2.0/token"
 MiB = 1024 * 1024
 
 
-@pytest.fixture
-def fakes(harness):
-    with identity_environment(harness):
-        yield harness
-
-
-@pytest.fixture
-def make_senders():
-    made: list[Senders] = []
-
-    def factory(fakes, **overrides: str) -> Senders:
-        senders = Senders.from_settings(settings_for(fakes, **overrides))
-        made.append(senders)
-        return senders
-
-    yield factory
-    for senders in made:
-        senders.close()
-
-
-@pytest.fixture
-def senders(fakes, make_senders) -> Senders:
-    return make_senders(fakes)
-
-
-def message(key: str = "m1", **fields):
-    body = {"from": SENDER, "to": ["ann@fabrikam.example"], "subject": f"subject {key}", "text": "hello"}
-    body.update(fields)
-    msg = parse_message(body)
-    return msg, make_message_id(key, msg.sender.address)
 
 
 def send(senders: Senders, msg, mid, blobs=None):

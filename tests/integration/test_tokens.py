@@ -11,22 +11,11 @@ from shared.certificates import CertificateProvider
 from shared.errors import OutboxError
 from shared.http import build_client
 from shared.tokens import TokenProvider, decode_claims
-from tests.integration.transport_support import identity_environment, settings_for
+from tests.integration.transport_support import settings_for
 
 TOKEN_POST = "POST /{tenant}/oauth2/v2.0/token"
 
 
-@pytest.fixture
-def fakes(harness):
-    with identity_environment(harness):
-        yield harness
-
-
-@pytest.fixture
-def own_fakes(harness_factory):
-    started = harness_factory()
-    with identity_environment(started):
-        yield started
 
 
 class Bundle:

@@ -12,6 +12,8 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from shared.message import Message, parse_message
+from shared.message_id import make_message_id
 from shared.settings import Settings, load_settings
 
 # Time-based behaviour shrunk so tests run in seconds.
@@ -71,3 +73,11 @@ class MemoryBlobs:
     def read_all(self, ref: str) -> bytes:
         self.read_all_calls.append(ref)
         return self.blobs[ref]
+
+
+def message(key: str = "m1", **fields: Any) -> tuple[Message, str]:
+    """A parsed message from SENDER and the Message-ID outbox would give it."""
+    body = {"from": SENDER, "to": ["ann@fabrikam.example"], "subject": f"subject {key}", "text": "hello"}
+    body.update(fields)
+    msg = parse_message(body)
+    return msg, make_message_id(key, msg.sender.address)
