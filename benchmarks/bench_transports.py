@@ -138,34 +138,19 @@ def settings_for(harness: Harness, **overrides: str):
 # -- outbox -----------------------------------------------------------------------------------------------
 
 
-def bench_outbox_graph(harness: Harness, senders: Senders, count: int, rounds: int) -> tuple[list, list]:
-    graph = senders.transport("graph")
+def bench_outbox(harness: Harness, senders: Senders, transport: str, count: int, rounds: int) -> tuple[list, list]:
+    """The transport alone (one parsed message resent) and the whole path (parse + render + send)."""
+    sender = senders.transport(transport)
     message = parse_message(BODY)
     mid = make_message_id("bench", SENDER)
-    graph.send(message, internet_message_id=mid, blobs=None)
+    sender.send(message, internet_message_id=mid, blobs=None)
 
     def transport_only(i: int) -> None:
-        graph.send(message, internet_message_id=mid, blobs=None)
+        sender.send(message, internet_message_id=mid, blobs=None)
 
     def whole_path(i: int) -> None:
         parsed = parse_message(BODY)
-        graph.send(parsed, internet_message_id=make_message_id(f"bench-{i}", SENDER), blobs=None)
-
-    return rounds_of(harness, rounds, count, transport_only), rounds_of(harness, rounds, count, whole_path)
-
-
-def bench_outbox_smtp(harness: Harness, senders: Senders, count: int, rounds: int) -> tuple[list, list]:
-    smtp = senders.transport("smtp")
-    message = parse_message(BODY)
-    mid = make_message_id("bench", SENDER)
-    smtp.send(message, internet_message_id=mid, blobs=None)
-
-    def transport_only(i: int) -> None:
-        smtp.send(message, internet_message_id=mid, blobs=None)
-
-    def whole_path(i: int) -> None:
-        parsed = parse_message(BODY)
-        smtp.send(parsed, internet_message_id=make_message_id(f"bench-{i}", SENDER), blobs=None)
+        sender.send(parsed, internet_message_id=make_message_id(f"bench-{i}", SENDER), blobs=None)
 
     return rounds_of(harness, rounds, count, transport_only), rounds_of(harness, rounds, count, whole_path)
 
@@ -325,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         cold_ms = bench_cold(harness)
         harness.state.reset()
         with Senders.from_settings(settings_for(harness)) as senders:
-            graph_send, graph_whole = bench_outbox_graph(harness, senders, args.graph, args.rounds)
-            smtp_send, smtp_whole = bench_outbox_smtp(harness, senders, args.smtp, args.rounds)
+            graph_send, graph_whole = bench_outbox(harness, senders, "graph", args.graph, args.rounds)
+            smtp_send, smtp_whole = bench_outbox(harness, senders, "smtp", args.smtp, args.rounds)
         bare_graph = bench_bare_graph(harness, args.graph, args.rounds)
         bare_smtp = bench_bare_smtp(harness, args.smtp, args.rounds)
         goodput = bench_goodput(harness, args.goodput) if args.goodput else None

@@ -5,14 +5,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import threading
 
 import pytest
 
 from shared.errors import OutboxError
 from shared.pacing import PAUSED_CODE
 from shared.senders import Senders
-from tests.integration.transport_support import SENDER, MemoryBlobs, message
+from tests.integration.transport_support import SENDER, MemoryBlobs, from_threads, message
 
 SEND = "POST /v1.0/users/{user}/sendMail"
 PUT = "PUT /api/v2.0/{tail}"
@@ -185,20 +184,7 @@ def test_at_most_four_requests_in_flight_per_mailbox(fakes, make_senders):
     senders = make_senders(fakes, OUTBOX_PACING_MAX_WAIT_S="5")
     fakes.set_fault(service="graph", operation="sendMail", action="latency", latency_s=0.05)
     send(senders, *message("warm"))
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(3):
-                send(senders, *message(f"t{n}-{i}"))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    errors = from_threads(lambda key: send(senders, *message(key)))
     assert not errors
     assert len(fakes.deliveries()) == 25
     assert fakes.state.count("graph", "status:429") == 0

@@ -12,7 +12,7 @@ from shared.errors import OutboxError
 from shared.pacing import PAUSED_CODE
 from shared.senders import Senders
 from shared.transports.smtp import SmtpTransport
-from tests.integration.transport_support import SENDER, MemoryBlobs, message
+from tests.integration.transport_support import SENDER, MemoryBlobs, from_threads, message
 
 TOKEN_POST = "POST /{tenant}/oauth2/v2.0/token"
 
@@ -100,20 +100,7 @@ def test_smtp_auth_disabled_for_the_mailbox_is_permission_with_the_fix(fakes, se
 def test_never_more_than_three_sessions_per_mailbox_under_eight_threads(fakes, make_senders):
     senders = make_senders(fakes, OUTBOX_SMTP_TIMEOUT_S="10")
     fakes.set_fault(service="smtp", operation="data", action="latency", latency_s=0.05)
-    errors: list[BaseException] = []
-
-    def worker(n: int) -> None:
-        try:
-            for i in range(3):
-                send(senders, *message(f"t{n}-{i}"))
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+    errors = from_threads(lambda key: send(senders, *message(key)))
     assert not errors
     assert len(fakes.deliveries(transport="smtp")) == 24
     assert 2 <= smtp(senders).sessions_opened <= 3

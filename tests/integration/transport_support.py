@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from shared.message import Message, parse_message
@@ -81,3 +82,22 @@ def message(key: str = "m1", **fields: Any) -> tuple[Message, str]:
     body.update(fields)
     msg = parse_message(body)
     return msg, make_message_id(key, msg.sender.address)
+
+
+def from_threads(send_one: Callable[[str], object], *, threads: int = 8, each: int = 3) -> list[BaseException]:
+    """``threads`` threads each call ``send_one(key)`` ``each`` times at once; returns what they raised."""
+    errors: list[BaseException] = []
+
+    def worker(n: int) -> None:
+        try:
+            for i in range(each):
+                send_one(f"t{n}-{i}")
+        except BaseException as exc:  # surfaced to the test
+            errors.append(exc)
+
+    started = [threading.Thread(target=worker, args=(n,)) for n in range(threads)]
+    for t in started:
+        t.start()
+    for t in started:
+        t.join(30)
+    return errors
