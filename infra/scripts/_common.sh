@@ -11,6 +11,8 @@ log() { printf '%s\n' "$*" >&2; }
 step() { printf '\n== %s\n' "$*" >&2; }
 ok() { printf '   ok: %s\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+# Each script's header comment (line 3 down to `set -euo`) is its help text.
+usage() { sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-0}"; }
 
 # A command that changes the tenant or the vault. Read-only queries are run directly, even in a dry run,
 # so that a dry run shows exactly which changes a real run would make.
