@@ -100,6 +100,16 @@ def _open(ctx: Context) -> tuple[Any, Any]:
     return settings, PoisonQueue(queue_client(settings, settings.poison_queue))
 
 
+def _scan_selected(selection: Any, ctx: Context) -> tuple[Any, Any, list[Any], list[Any]]:
+    """For requeue and purge: every poison message taken (hidden while we work), and those selected."""
+    from shared.cli.poison_queue import iter_matching
+
+    settings, queue = _open(ctx)
+    with _guard(f"poison queue {settings.poison_queue!r}"):
+        items = queue.scan() if queue.exists() else []
+    return settings, queue, items, list(iter_matching(items, selection))
+
+
 @contextlib.contextmanager
 def _guard(what: str) -> Iterator[None]:
     """Storage exceptions as a CLI error that says what was being read."""
@@ -260,16 +270,12 @@ def _body_of(item: Any, settings: Any) -> tuple[dict[str, Any] | None, str | Non
 
 
 def run_requeue(args: argparse.Namespace, ctx: Context) -> int:
-    from shared.cli.poison_queue import iter_matching
     from shared.cli.storage import TABLE_RETRY, queue_store
     from shared.status import StatusStore
 
     selection = _selection(args)
-    settings, queue = _open(ctx)
+    settings, queue, items, chosen = _scan_selected(selection, ctx)
     out = ctx.out
-    with _guard(f"poison queue {settings.poison_queue!r}"):
-        items = queue.scan() if queue.exists() else []
-    chosen = list(iter_matching(items, selection))
     others = [i for i in items if i not in chosen]
     requeued: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
@@ -355,14 +361,9 @@ def _requeue_one(item: Any, settings: Any, store: Any, status: Any, queue: Any) 
 
 
 def run_purge(args: argparse.Namespace, ctx: Context) -> int:
-    from shared.cli.poison_queue import iter_matching
-
     selection = _selection(args)
-    settings, queue = _open(ctx)
+    settings, queue, items, chosen = _scan_selected(selection, ctx)
     out = ctx.out
-    with _guard(f"poison queue {settings.poison_queue!r}"):
-        items = queue.scan() if queue.exists() else []
-    chosen = list(iter_matching(items, selection))
     queue.release([i for i in items if i not in chosen])
     purged: list[str] = []
     failed: list[dict[str, str]] = []
