@@ -373,23 +373,15 @@ def bare_floor(harness: RemoteHarness | LocalHarness, count: int) -> float:
 
     import httpx
 
+    from harness.up import identity_environment
     from shared.senders import Senders
     from shared.settings import load_settings
 
     values = harness.settings_values()
     settings = load_settings(values, require_storage=False)
-    identity = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID")  # read by DefaultAzureCredential
-    saved = {name: os.environ.get(name) for name in identity}
-    os.environ.update({name: values[name] for name in identity})
-    try:
-        with Senders.from_settings(settings) as senders:  # only to get a Graph token the way outbox does
-            token = senders.tokens.token(settings.graph_scope).token
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    # Senders only to get a Graph token the way outbox does.
+    with identity_environment(values), Senders.from_settings(settings) as senders:
+        token = senders.tokens.token(settings.graph_scope).token
     harness.clear_observations()
     context = ssl.create_default_context(cafile=harness.ca_bundle)
     body = {"message": {"subject": "x", "body": {"contentType": "Text", "content": "y"},

@@ -14,7 +14,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -312,6 +312,26 @@ class Harness:
         }
         kwargs.update(overrides)
         return self.runtime.tokens.mint(**kwargs).token
+
+
+# What the Functions platform sets for a managed identity; DefaultAzureCredential reads them.
+IDENTITY_VARIABLES = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID")
+
+
+@contextlib.contextmanager
+def identity_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Put the harness's managed-identity variables in this process's environment for the block, then
+    restore what was there (in-process tests and benchmarks; the function gets them from its settings)."""
+    saved = {name: os.environ.get(name) for name in IDENTITY_VARIABLES}
+    os.environ.update({name: values[name] for name in IDENTITY_VARIABLES})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _optional_module(name: str) -> Any:

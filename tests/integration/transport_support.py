@@ -8,11 +8,11 @@ httpx/smtplib with the harness CA bundle given explicitly.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+from harness import up
 from shared.message import Message, parse_message
 from shared.message_id import make_message_id
 from shared.settings import Settings, load_settings
@@ -34,21 +34,9 @@ def settings_for(harness: Any, **overrides: str) -> Settings:
     return load_settings(values, require_storage=False)
 
 
-@contextlib.contextmanager
-def identity_environment(harness: Any) -> Iterator[None]:
+def identity_environment(harness: Any) -> contextlib.AbstractContextManager[None]:
     """The managed-identity variables the Functions platform sets (DefaultAzureCredential reads them)."""
-    values = harness.settings_values()
-    names = ("IDENTITY_ENDPOINT", "IDENTITY_HEADER", "AZURE_CLIENT_ID")
-    saved = {name: os.environ.get(name) for name in names}
-    os.environ.update({name: values[name] for name in names})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    return up.identity_environment(harness.settings_values())
 
 
 class MemoryBlobs:
