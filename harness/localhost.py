@@ -41,7 +41,7 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 log = logging.getLogger("harness.localhost")
 
@@ -590,7 +590,12 @@ class LocalHost:
             def _serve(self) -> None:
                 host._serve_http(self)
 
-            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _serve
+            def __getattr__(self, name: str) -> Any:
+                # BaseHTTPRequestHandler answers 501 to any method without a do_<METHOD>; the Functions
+                # host answers every method, 405 (with Allow) where the route does not take it.
+                if name.startswith("do_"):
+                    return self._serve
+                raise AttributeError(name)
 
         server = ThreadingHTTPServer((self.http_host, self._http_port or 0), Handler)
         server.daemon_threads = True
@@ -607,6 +612,7 @@ class LocalHost:
         path = parts.path.strip("/")
         prefix = self.route_prefix
         status, payload, headers = 404, b"", {"Content-Type": "text/plain"}
+        allowed: list[str] = []
         if not prefix or path == prefix or path.startswith(prefix + "/"):
             rel = path[len(prefix):].strip("/") if prefix else path
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
@@ -616,6 +622,8 @@ class LocalHost:
                     continue
                 if handler.command.upper() not in route.methods:
                     status, payload = 405, b""
+                    allowed.extend(m for m in route.methods if m not in allowed)
+                    headers["Allow"] = ", ".join(allowed)
                     continue
                 if route.auth_level != "ANONYMOUS" and not self._key_ok(handler.headers.get("x-functions-key"),
                                                                           query.get("code")):
@@ -628,7 +636,8 @@ class LocalHost:
                     url=f"http://{handler.headers.get('Host') or f'{self.http_host}:{self.port}'}{handler.path}",
                     headers={k: v for k, v in handler.headers.items()},
                     params=query,
-                    route_params={k: v for k, v in m.groupdict().items() if v is not None},
+                    # The host hands route values decoded ("%40" is "@"), as ASP.NET routing does.
+                    route_params={k: unquote(v) for k, v in m.groupdict().items() if v is not None},
                     body=body,
                 )
                 try:

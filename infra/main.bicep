@@ -109,6 +109,9 @@ param outboxStatusTable string = 'outboxstatus'
 @maxLength(63)
 param outboxAttachmentsContainer string = 'outbox-attachments'
 
+@description('OUTBOX_ATTACHMENT_CONTAINERS: comma list of further containers producers may name in an attachment blob (never the host containers).')
+param outboxAttachmentContainers string = ''
+
 @description('OUTBOX_TENANT_ID: Entra tenant of the sending app registration. Empty: the tenant of this subscription.')
 param outboxTenantId string = ''
 
@@ -217,6 +220,12 @@ param outboxLargeAttachmentBytes string = '3145728'
 @description('OUTBOX_UPLOAD_CHUNK_BYTES: byte range per upload-session PUT (under 4 MiB).')
 param outboxUploadChunkBytes string = '3145728'
 
+@description('OUTBOX_API_DEADLINE_S: longest an HTTP function works before it answers 503 with Retry-After.')
+param outboxApiDeadlineS string = '8'
+
+@description('OUTBOX_STORAGE_TIMEOUT_S: connect and read timeout of each storage request, in seconds.')
+param outboxStorageTimeoutS string = '20'
+
 // ----------------------------------------------------------------------------------------------------------------
 // Names
 // ----------------------------------------------------------------------------------------------------------------
@@ -241,6 +250,7 @@ var outboxSettings = {
   OUTBOX_QUEUE: outboxQueue
   OUTBOX_STATUS_TABLE: outboxStatusTable
   OUTBOX_ATTACHMENTS_CONTAINER: outboxAttachmentsContainer
+  OUTBOX_ATTACHMENT_CONTAINERS: outboxAttachmentContainers
   OUTBOX_TENANT_ID: empty(outboxTenantId) ? tenant().tenantId : outboxTenantId
   OUTBOX_CLIENT_ID: outboxClientId
   OUTBOX_KEYVAULT_URL: keyVault.outputs.uri
@@ -273,6 +283,8 @@ var outboxSettings = {
   OUTBOX_LEASE_S: outboxLeaseS
   OUTBOX_LARGE_ATTACHMENT_BYTES: outboxLargeAttachmentBytes
   OUTBOX_UPLOAD_CHUNK_BYTES: outboxUploadChunkBytes
+  OUTBOX_API_DEADLINE_S: outboxApiDeadlineS
+  OUTBOX_STORAGE_TIMEOUT_S: outboxStorageTimeoutS
 }
 
 // ----------------------------------------------------------------------------------------------------------------

@@ -6,10 +6,11 @@ transport can upload it in pieces (Graph upload sessions).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from shared.errors import ConfigError, OutboxError
+from shared.message import RESERVED_BLOB_PREFIXES
 
 
 def split_ref(ref: str) -> tuple[str, str]:
@@ -25,19 +26,35 @@ def split_ref(ref: str) -> tuple[str, str]:
 
 
 class AzureBlobSource:
-    """``BlobSource`` over azure-storage-blob (the transports read attachments through this)."""
+    """``BlobSource`` over azure-storage-blob (the transports read attachments through this).
 
-    def __init__(self, blob_service: Any) -> None:
+    It reads only from ``containers`` (the deployment's attachment containers), whatever reference it is
+    handed: validation refuses other containers already, and this second check keeps a message that
+    slipped past it (an older body requeued by hand, a new entry that forgot to validate) from mailing
+    the Functions host's keys."""
+
+    def __init__(self, blob_service: Any, *, containers: Sequence[str]) -> None:
         self._service = blob_service
+        self.containers = tuple(containers)
 
     @classmethod
     def from_settings(cls, settings: Any) -> AzureBlobSource:
-        from shared.storage import client_options
+        from shared.storage import settings_options
 
-        return cls(settings.storage.blob_service_client(**client_options()))
+        return cls(settings.storage.blob_service_client(**settings_options(settings)),
+                   containers=settings.attachment_containers)
 
     def _client(self, ref: str) -> Any:
         container, name = split_ref(ref)
+        if container not in self.containers or name.startswith(RESERVED_BLOB_PREFIXES):
+            raise OutboxError(
+                "invalid_message",
+                "attachment.container_not_allowed",
+                transport="storage",
+                detail=f"blob reference {ref!r} is outside the attachment containers ({', '.join(self.containers)})",
+                hint="producers upload attachments to the attachment container (OUTBOX_ATTACHMENTS_CONTAINER) "
+                "and name them there",
+            )
         return self._service.get_blob_client(container, name)
 
     def _classified(self, ref: str, exc: Exception) -> OutboxError:

@@ -111,7 +111,7 @@ def outcome_event(
 
 
 def log_outcome(dims: Mapping[str, Any], *, log: logging.Logger | None = None) -> None:
-    """Emit the event: WARNING for poison (someone must act), INFO otherwise."""
-    level = logging.WARNING if dims.get("outcome") == "poisoned" else logging.INFO
+    """Emit the event: WARNING for poison and failed invocations (someone must act), INFO otherwise."""
+    level = logging.WARNING if dims.get("outcome") in ("poisoned", "error") else logging.INFO
     text = json.dumps(dims, separators=(",", ":"), sort_keys=True, default=str)
     (log or logger).log(level, "%s %s", EVENT_OUTCOME, text, extra={"custom_dimensions": dict(dims)})

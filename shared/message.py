@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import hashlib
 import json
 import mimetypes
 import re
@@ -38,12 +39,16 @@ __all__ = [
     "FieldError",
     "InvalidMessage",
     "Message",
+    "NotPermitted",
+    "check_attachment_sources",
     "check_sender_allowed",
     "decode_body",
+    "fingerprint",
     "message_to_json",
     "normalize_sender_pattern",
     "parse_message",
     "sender_allowed",
+    "valid_message_id",
     "validate_for_transport",
 ]
 
@@ -55,6 +60,9 @@ MAX_ATTACHMENT_NAME_LENGTH = 255
 MAX_CONTENT_ID_LENGTH = 250
 MAX_BLOB_PATH_LENGTH = 1024
 GRAPH_MAX_HEADERS = 5  # Graph answers 400 above 5 internetMessageHeaders
+# Blob paths outbox writes itself in the attachment container (oversized poison originals): a producer
+# naming one would have another message's original mailed to it.
+RESERVED_BLOB_PREFIXES = ("poison/",)
 
 IMPORTANCE_VALUES = ("low", "normal", "high")
 TRANSPORT_VALUES = ("graph", "smtp")
@@ -76,7 +84,8 @@ _ALIASES = {
     "save_to_sent_items": "saveToSentItems",
 }
 
-_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
+_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")  # design.md, message v1 "id"
+ID_RULE = "1-128 characters of A-Z a-z 0-9 . _ : @ -"
 _MIME_TOKEN = r"[A-Za-z0-9!#$&^_.+-]+"
 _CONTENT_TYPE = re.compile(rf"{_MIME_TOKEN}/{_MIME_TOKEN}\Z")
 _HEADER_NAME = re.compile(r"[Xx]-[\x21-\x39\x3b-\x7e]+\Z")  # RFC 5322 ftext: printable, no ':'
@@ -122,6 +131,12 @@ class InvalidMessage(ValueError):
             return f"invalid message: {self.errors[0]}"
         listed = "; ".join(str(e) for e in self.errors)
         return f"invalid message ({len(self.errors)} problems): {listed}"
+
+
+class NotPermitted(InvalidMessage):
+    """A well-formed message this deployment does not let through: a sender outside
+    OUTBOX_ALLOWED_SENDERS, an attachment outside the attachment containers. Poisoned like any invalid
+    message; the HTTP API answers 403 (the body is fine, the deployment refuses it)."""
 
 
 # ----------------------------------------------------------------------------------- model
@@ -536,6 +551,9 @@ class _Parser:
             self.fail(path, "blob path must not contain empty, '.' or '..' segments or backslashes")
         elif len(blob_path) > MAX_BLOB_PATH_LENGTH:
             self.fail(path, f"blob path is longer than {MAX_BLOB_PATH_LENGTH} characters")
+        elif blob_path.startswith(RESERVED_BLOB_PREFIXES):
+            self.fail(path, f"blob paths under {RESERVED_BLOB_PREFIXES[0]!r} are outbox's own (parked poison "
+                      "originals), not attachments")
         else:
             return text
         return None
@@ -728,6 +746,11 @@ def _load_json_object(text: str, *, how: str) -> dict[str, object]:
         ) from None
     except RecursionError:
         raise InvalidMessage.single("$", f"{how} is nested too deeply") from None
+    except InvalidMessage:
+        raise
+    except ValueError as exc:
+        # e.g. an integer of more than 4,300 digits: Python's int() limit raises a plain ValueError.
+        raise InvalidMessage.single("$", f"{how} holds a value JSON decoding refused: {_safe(str(exc))}") from None
     if not isinstance(value, dict):
         raise InvalidMessage.single("$", f"{how} must be a JSON object, got {_kind(value)}")
     return value
@@ -833,18 +856,38 @@ def check_sender_allowed(message: Message, allowed: Sequence[str]) -> None:
     An empty list allows nobody (outbox never sends as an arbitrary mailbox by default)."""
     address = message.sender.address
     if not allowed:
-        raise InvalidMessage.single(
+        raise NotPermitted.single(
             "from",
             f"{address} may not send: OUTBOX_ALLOWED_SENDERS is empty, so no sender is allowed",
         )
     if not sender_allowed(address, allowed):
         shown = ", ".join(allowed[:10]) + (", ..." if len(allowed) > 10 else "")
-        raise InvalidMessage.single(
+        raise NotPermitted.single(
             "from", f"{address} is not an allowed sender (OUTBOX_ALLOWED_SENDERS: {shown})"
         )
 
 
+def check_attachment_sources(message: Message, containers: Sequence[str]) -> None:
+    """Raise NotPermitted unless every blob attachment is in one of ``containers`` (the deployment's
+    attachment containers). The function's identity can read the Functions host's own containers (keys,
+    the app package); a producer that may only enqueue must never get them mailed to itself."""
+    problems = [
+        FieldError(f"attachments[{n}].blob",
+                   f"container {a.blob_container!r} is not an attachment container; attachments may only come "
+                   f"from {', '.join(containers)} (OUTBOX_ATTACHMENTS_CONTAINER, OUTBOX_ATTACHMENT_CONTAINERS)")
+        for n, a in enumerate(message.attachments)
+        if a.blob is not None and a.blob_container not in containers
+    ]
+    if problems:
+        raise NotPermitted(problems)
+
+
 # ----------------------------------------------------------------------------- serialising
+
+
+def valid_message_id(value: object) -> bool:
+    """Whether ``value`` is a message id as design.md defines it."""
+    return isinstance(value, str) and _ID.match(value) is not None
 
 
 def _address_json(address: Address) -> str | dict[str, str]:
@@ -870,8 +913,24 @@ def message_to_json(message: Message, *, id: str) -> dict[str, object]:
     """The v1 body of ``message`` with ``id`` filled in (for requeueing a retry). Blob attachments
     stay references, so a requeued body stays small; it round-trips through parse_message."""
     if not _ID.match(id):
-        raise ValueError(f"message id {id!r} is not 1-128 characters of A-Z a-z 0-9 . _ : @ -")
-    body: dict[str, object] = {"id": id, "from": _address_json(message.sender)}
+        raise ValueError(f"message id {id!r} is not {ID_RULE}")
+    return {"id": id, **_content_json(message)}
+
+
+FINGERPRINT_PREFIX = "sha256:"
+
+
+def fingerprint(message: Message) -> str:
+    """What makes two bodies with one id the same message: a hash of the normalised v1 form without its
+    id. Plain or base64, key order, spacing, address case in the domain, a content type guessed or given
+    all give the same value; any change a recipient could see (a subject, a recipient, a byte of an
+    attachment, a header) gives another."""
+    canonical = json.dumps(_content_json(message), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return FINGERPRINT_PREFIX + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _content_json(message: Message) -> dict[str, object]:
+    body: dict[str, object] = {"from": _address_json(message.sender)}
     for json_name, attr in _RECIPIENT_LISTS:
         addresses: tuple[Address, ...] = getattr(message, attr)
         if addresses:

@@ -12,6 +12,10 @@ Outcomes of a queue message (each logged as one ``outbox.outcome`` event):
 - ``poisoned``: a permanent failure, an invalid message, or attempts exhausted: a classified envelope
   goes to ``<queue>-poison`` and the row says poisoned.
 - ``duplicate``: the row says the message was already sent (or poisoned): nothing is sent.
+- ``poisoned`` with code ``outbox.id_reused``: the id belongs to a message with other content; this one
+  is refused (envelope only: the row stays the first message's). ``mode=now`` answers it as ``conflict``.
+- ``error``: a storage call failed or stalled past OUTBOX_STORAGE_TIMEOUT_S: the invocation fails so the
+  host redelivers the message (only this event says why).
 - ``deferred``: another copy of the same id holds a live claim, or the mailbox is paused by a
   Retry-After: the copy goes back on the queue with a delay and no attempt is counted.
 
@@ -31,19 +35,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.acceptance import NotAccepted, accept
 from shared.backoff import retry_delay_s
+from shared.deadline import Abandoned, Progress
 from shared.errors import OutboxError, redact
 from shared.events import log_outcome, outcome_event
-from shared.message import (
-    InvalidMessage,
-    Message,
-    check_sender_allowed,
-    decode_body,
-    parse_message,
-    validate_for_transport,
-)
-from shared.message_id import make_message_id
-from shared.queues import poison_envelope, raw_text
+from shared.message import Message
+from shared.queues import poison_envelope
 from shared.status import Claim, ClaimKind, StatusRow
 
 log = logging.getLogger("outbox.pipeline")
@@ -63,7 +61,7 @@ def _utcnow() -> datetime:
 class Outcome:
     """What became of one message in one invocation (the HTTP function renders it; tests assert it)."""
 
-    kind: str  # sent | retry | poisoned | duplicate | deferred (queue); failed | in_flight (mode=now)
+    kind: str  # sent | retry | poisoned | duplicate | deferred (queue); failed | in_flight | conflict (mode=now)
     message_id: str
     attempt: int = 0
     mailbox: str | None = None
@@ -109,6 +107,39 @@ def invalid_error(exc: Exception, *, unreadable: bool = False) -> OutboxError:
         detail=detail,
         hint="fix the producer: the detail names each offending field (format: docs/message-format.md)",
     )
+
+
+def id_conflict_error(message_id: str, row: StatusRow) -> OutboxError:
+    """A body that reuses the id of a message with other content (design.md: ids are idempotency keys)."""
+    first = row.first_seen.isoformat(timespec="seconds") if row.first_seen else "earlier"
+    return OutboxError(
+        "invalid_message",
+        "outbox.id_reused",
+        retryable=False,
+        detail=f"id {message_id!r} was first used at {first} for a message with other content "
+        f"(that message is {row.state}); this one was not sent",
+        hint="give every new message a new id (the same id means the same message); send this one again "
+        "with a new id",
+    )
+
+
+class IdConflict(Exception):
+    """``enqueue``: the id already names a message with other content."""
+
+    def __init__(self, message_id: str, row: StatusRow) -> None:
+        self.message_id = message_id
+        self.row = row
+        self.error = id_conflict_error(message_id, row)
+        super().__init__(self.error.detail)
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    """What ``enqueue`` did: the id, the row now stored, and whether an earlier copy was there first."""
+
+    message_id: str
+    row: StatusRow
+    duplicate: bool
 
 
 def unexpected_error(exc: BaseException, *, transport: str | None) -> OutboxError:
@@ -167,78 +198,78 @@ class Pipeline:
         """One queue message, start to outcome. Raises only when a retry/poison write failed."""
         started = time.perf_counter()
         ctx = _Ctx(queue_message_id=queue_message_id, dequeue_count=dequeue_count, started=started)
-        outcome = self._handle(body, ctx)
+        try:
+            outcome = self._handle(body, ctx)
+        except Exception as exc:
+            # A storage write failed or stalled past its timeout: the host redelivers the message, and
+            # the log says so (otherwise an invocation that timed out would leave no outcome at all).
+            self._emit_error(exc, ctx)
+            raise
         self._emit(outcome, ctx)
         return outcome
 
-    def send_now(self, data: Mapping[str, Any] | bytes | str, *, request_id: str | None = None) -> Outcome:
-        """``POST /api/send?mode=now``: one attempt at once; failures are answered, not queued."""
+    def send_now(self, data: Mapping[str, Any] | bytes | str, *, request_id: str | None = None,
+                 progress: Progress | None = None) -> Outcome:
+        """``POST /api/send?mode=now``: one attempt at once; failures are answered, not queued.
+
+        ``progress`` (an HTTP answer's deadline) learns the id, and is asked before the send begins."""
         started = time.perf_counter()
         # The lease owner is unique per call, never the client's request id: a client retrying with the
         # same x-ms-client-request-id while the first call still sends must find the claim taken.
         owner = f"http:{uuid.uuid4().hex}"
         ctx = _Ctx(queue_message_id=owner, dequeue_count=1, started=started, now_mode=True,
-                   client_request_id=request_id)
+                   client_request_id=request_id, progress=progress)
         outcome = self._handle(data, ctx)
         self._emit(outcome, ctx)
         return outcome
 
-    def enqueue(self, data: Mapping[str, Any] | bytes | str) -> tuple[str, StatusRow | None]:
-        """``POST /api/send?mode=queue``: validate, give the message an id, put it on the queue.
+    def enqueue(self, data: Mapping[str, Any] | bytes | str, *, progress: Progress | None = None) -> Enqueued:
+        """``POST /api/send?mode=queue``: accept, give the message an id, record it, put it on the queue.
 
-        Raises ``InvalidMessage`` for a message that would only be poisoned, and OutboxError (size) for
-        one that does not fit a queue message."""
-        decoded = decode_body(data) if isinstance(data, bytes | str) else dict(data)
-        message = parse_message(decoded)
-        check_sender_allowed(message, self.settings.allowed_senders)
-        transport = message.transport or self.settings.transport
-        validate_for_transport(message, transport)
-        message_id = message.id or uuid.uuid4().hex
-        body = {**decoded, "id": message_id}
-        imid = make_message_id(message_id, message.sender.address)
-        self.status.record_queued(message_id, transport=transport, mailbox=message.sender.address,
-                                  internet_message_id=imid)
-        self.queues.enqueue(body)
-        return message_id, self.status.get(message_id)
+        Raises ``NotAccepted`` for a message that would only be poisoned, ``IdConflict`` when the id belongs
+        to a message with other content, and OutboxError (size) for one that does not fit a queue message.
+        The same message again (same id, same content) is not queued twice once it has a queue message of
+        its own: the answer says ``duplicate``. ``progress`` learns the id and is asked before the
+        message goes on the queue."""
+        accepted = accept(data, self.settings, fallback_id=uuid.uuid4().hex)
+        if progress is not None:
+            progress.identified(accepted.message_id)
+        queued = self.status.record_queued(
+            accepted.message_id, transport=accepted.transport, mailbox=accepted.mailbox,
+            internet_message_id=accepted.internet_message_id, fingerprint=accepted.fingerprint)
+        if queued.conflict:
+            raise IdConflict(accepted.message_id, queued.row)
+        if queued.needs_enqueue:
+            if progress is not None:
+                progress.commit()
+            self.queues.enqueue(accepted.body)
+        return Enqueued(accepted.message_id, queued.row, duplicate=not queued.created)
 
     # -- the flow -----------------------------------------------------------------------------------
 
     def _handle(self, body: Any, ctx: _Ctx) -> Outcome:
-        # 1. Decode: anything that is not a JSON object (plain or base64) is poisoned with its raw text.
-        if isinstance(body, bytes | bytearray | str):
-            try:
-                decoded = decode_body(body)
-            except Exception as exc:  # InvalidMessage, or anything a hostile body provokes
-                return self._invalid(raw_text(body), exc, ctx.queue_message_id, ctx, mailbox=None,
-                                     unreadable=True)
-        else:
-            decoded = dict(body)
-
-        given_id = decoded.get("id")
-        message_id = given_id if valid_message_id(given_id) else ctx.queue_message_id
-        mailbox = _sender_text(decoded.get("from"))
-
-        # 2. Validate: the whole message, the allow-list, the chosen transport's own rules.
+        # 1-2. Decode and validate: anything outbox will never send is poisoned (with its raw text when
+        # it did not even decode).
         try:
-            message = parse_message(decoded)
-            check_sender_allowed(message, self.settings.allowed_senders)
-            transport_name = message.transport or self.settings.transport
-            validate_for_transport(message, transport_name)
-        except InvalidMessage as exc:
-            return self._invalid(decoded, exc, message_id, ctx, mailbox=mailbox)
-        except Exception as exc:
-            log.exception("validation of message %s failed unexpectedly", message_id)
-            return self._invalid(decoded, exc, message_id, ctx, mailbox=mailbox)
+            accepted = accept(body, self.settings, fallback_id=ctx.queue_message_id)
+        except NotAccepted as exc:
+            return self._invalid(exc, ctx)
 
-        mailbox = message.sender.address
-        imid = make_message_id(message_id, mailbox)
-        work = _Work(message=message, original=decoded, message_id=message_id, mailbox=mailbox,
+        message_id, mailbox, transport_name = accepted.message_id, accepted.mailbox, accepted.transport
+        message, imid = accepted.message, accepted.internet_message_id
+        work = _Work(message=message, original=accepted.body, message_id=message_id, mailbox=mailbox,
                      transport=transport_name, imid=imid)
+        ctx.message_id, ctx.mailbox, ctx.transport = message_id, mailbox, transport_name
+        if ctx.progress is not None:
+            ctx.progress.identified(message_id)
 
         # 3. Already sent? Claim the status row.
         claim = self.status.claim(message_id, owner=ctx.queue_message_id, lease_s=self.settings.lease_s,
-                                  transport=transport_name, mailbox=mailbox, internet_message_id=imid)
+                                  transport=transport_name, mailbox=mailbox, internet_message_id=imid,
+                                  fingerprint=accepted.fingerprint)
         work.claim = claim
+        if claim.kind is ClaimKind.CONFLICT:
+            return self._conflict(work, ctx, claim.row)
         if claim.kind in (ClaimKind.ALREADY_SENT, ClaimKind.POISONED):
             return self._outcome("duplicate", work, ctx, state=claim.row.state, attempt=claim.row.attempts,
                                  request_ids=claim.row.request_ids, sent_via=claim.row.sent_via)
@@ -263,7 +294,13 @@ class Pipeline:
             if settled is not None:
                 return settled
 
-        # 5. Send.
+        # 5. Send (unless the HTTP caller has been answered already: then give the claim back).
+        if ctx.progress is not None:
+            try:
+                ctx.progress.commit()
+            except Abandoned:
+                self._give_back(work)
+                raise
         try:
             result = transport.send(message, internet_message_id=imid, blobs=self.blobs)
         except OutboxError as err:
@@ -309,6 +346,19 @@ class Pipeline:
         # Not found: send normally. Unknowable (SMTP, no Mail.ReadBasic): send, flagged as maybe twice.
         work.possibly_duplicated = found is None
         return None
+
+    def _give_back(self, work: _Work) -> None:
+        """The claim back, unused, so the caller's resend of the same id need not wait out the lease.
+        Best effort: storage may be what made the answer late."""
+        claim = work.claim
+        assert claim is not None
+        try:
+            state = claim.previous_state if claim.previous_state not in (None, "sending") else "queued"
+            self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=0,
+                                previous=claim.row)
+        except Exception as exc:
+            log.warning("could not give back the claim of %s (the lease expires by itself): %s",
+                        work.message_id, exc)
 
     # -- failure handling ---------------------------------------------------------------------------
 
@@ -394,24 +444,34 @@ class Pipeline:
                                   previous=claim.row)
         return self._outcome("poisoned", work, ctx, error=err, state="poisoned", request_ids=ids, extra=extra)
 
-    def _invalid(self, original: Any, exc: Exception, message_id: str, ctx: _Ctx, *, mailbox: str | None,
-                 unreadable: bool = False) -> Outcome:
-        err = invalid_error(exc, unreadable=unreadable)
-        errors = exc.to_list() if hasattr(exc, "to_list") else [{"field": "$", "message": err.detail}]
-        if unreadable:
-            errors = [{"field": "$", "message": err.detail}]
-        work = _Work(message=None, original=original, message_id=message_id, mailbox=mailbox, transport=None,
-                     imid=None)
+    def _invalid(self, refused: NotAccepted, ctx: _Ctx) -> Outcome:
+        err = invalid_error(refused.error, unreadable=refused.unreadable)
+        errors = refused.to_list() if not refused.unreadable else [{"field": "$", "message": err.detail}]
+        message_id = refused.message_id
+        work = _Work(message=None, original=refused.original, message_id=message_id, mailbox=refused.mailbox,
+                     transport=None, imid=None)
         work.attempt = 1
         if ctx.now_mode:
-            return self._outcome("failed", work, ctx, error=err, invalid=errors)
+            return self._outcome("failed", work, ctx, error=err, invalid=errors,
+                                 extra={"notPermitted": refused.not_permitted or None})
         # Row first, then envelope, and either failure raises so the host redelivers: an invalid message
         # never consults its row, so a redelivery writes the missing envelope without a second copy.
         now = self.clock()
-        self.status.record_invalid(message_id, error=err, mailbox=mailbox)
-        envelope = poison_envelope(original, err, attempts=1, first_seen=now, failed_at=now)
+        self.status.record_invalid(message_id, error=err, mailbox=refused.mailbox)
+        envelope = poison_envelope(refused.original, err, attempts=1, first_seen=now, failed_at=now)
         self.queues.poison(envelope, message_id=message_id)
         return self._outcome("poisoned", work, ctx, error=err, state="poisoned", invalid=errors)
+
+    def _conflict(self, work: _Work, ctx: _Ctx, row: StatusRow) -> Outcome:
+        """The id is another message's: refuse this one without touching that message's row."""
+        err = id_conflict_error(work.message_id, row)
+        if ctx.now_mode:
+            return self._outcome("conflict", work, ctx, error=err, state=row.state, attempt=0)
+        now = self.clock()
+        envelope = poison_envelope(work.original, err, attempts=1, first_seen=now, failed_at=now)
+        self.queues.poison(envelope, message_id=work.message_id)
+        return self._outcome("poisoned", work, ctx, error=err, state="poisoned", attempt=1,
+                             extra={"reason": "id_reused"})
 
     # -- helpers ------------------------------------------------------------------------------------
 
@@ -450,6 +510,24 @@ class Pipeline:
             ambiguous=ambiguous,
             extra={k: v for k, v in (extra or {}).items() if v is not None},
         )
+
+    def _emit_error(self, exc: Exception, ctx: _Ctx) -> None:
+        dims = outcome_event(
+            "error",
+            message_id=ctx.message_id,
+            mailbox=ctx.mailbox,
+            transport=ctx.transport,
+            attempt=0,
+            category="transient",
+            code=f"outbox.{type(exc).__name__}",
+            duration_ms=(time.perf_counter() - ctx.started) * 1000.0,
+            queue_message_id=ctx.queue_message_id,
+            dequeue_count=ctx.dequeue_count,
+            detail=str(exc),
+            hint="the invocation failed before its outcome was stored; the Functions host delivers the "
+            "message again (after maxDequeueCount failures it moves it to the poison queue)",
+        )
+        log_outcome(dims, log=self.logger)
 
     def _emit(self, outcome: Outcome, ctx: _Ctx) -> None:
         err = outcome.error
@@ -496,6 +574,10 @@ class _Ctx:
     started: float
     now_mode: bool = False
     client_request_id: str | None = None  # mode=now: the caller's x-ms-client-request-id, for the log
+    progress: Progress | None = None  # mode=now: the HTTP answer's deadline
+    message_id: str | None = None  # once the message is accepted (for the error event)
+    mailbox: str | None = None
+    transport: str | None = None
 
 
 @dataclass
@@ -530,25 +612,3 @@ def _previous_unknown_error(transport: str | None) -> OutboxError:
         hint="OUTBOX_ON_AMBIGUOUS=poison: check the recipient or Sent Items, then requeue (outbox poison requeue ID) "
         "or discard the message",
     )
-
-
-_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")  # design.md, message v1 "id"
-
-
-def valid_message_id(value: Any) -> bool:
-    """Whether ``value`` is a message id as design.md defines it (1-128 of A-Z a-z 0-9 . _ : @ -)."""
-    return isinstance(value, str) and _ID.match(value) is not None
-
-
-def _sender_text(value: Any) -> str | None:
-    """The ``from`` address of an unvalidated body, for the log event only (never trusted)."""
-    if isinstance(value, str):
-        text = value
-    elif isinstance(value, Mapping) and isinstance(value.get("address"), str):
-        text = value["address"]
-    else:
-        return None
-    text = text.strip()
-    if "@" not in text or len(text) > 254 or any(c in text for c in "\r\n\x00"):
-        return None
-    return text

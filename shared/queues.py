@@ -131,9 +131,9 @@ class QueueStore:
 
     @classmethod
     def from_settings(cls, settings: Any) -> QueueStore:
-        from shared.storage import client_options
+        from shared.storage import settings_options
 
-        options = client_options()
+        options = settings_options(settings)
         return cls(
             settings.storage.queue_service_client(**options),
             queue=settings.queue,

@@ -51,16 +51,15 @@ def build_runtime(settings: Settings, *, sending: bool = True,
     """The parts and the pipeline over them. ``sending=False`` builds no transports and no blob reader
     (enqueueing needs neither: no Key Vault read, no token). ``storage_options`` go to the queue and blob
     clients, ``table_options`` to the table client (the two SDKs name their retry settings differently);
-    both default to :func:`shared.storage.client_options`."""
+    both default to :func:`shared.storage.settings_options`."""
     from shared.blobs import AzureBlobSource
     from shared.pipeline import Pipeline
     from shared.queues import QueueStore
     from shared.status import StatusStore
-    from shared.storage import client_options
+    from shared.storage import settings_options
 
-    defaults = client_options()
-    storage = {**defaults, **(storage_options or {})}
-    tables = {**defaults, **(table_options or {})}
+    storage = {**settings_options(settings), **(storage_options or {})}
+    tables = {**settings_options(settings, table=True), **(table_options or {})}
     parts: list[Any] = []
     try:
         status = StatusStore(settings.storage.table_service_client(**tables), settings.status_table)
@@ -79,7 +78,8 @@ def build_runtime(settings: Settings, *, sending: bool = True,
 
             senders = Senders.from_settings(settings)
             parts.append(senders)
-            blobs = AzureBlobSource(settings.storage.blob_service_client(**storage))
+            blobs = AzureBlobSource(settings.storage.blob_service_client(**storage),
+                                    containers=settings.attachment_containers)
     except BaseException:
         for part in reversed(parts):
             try:

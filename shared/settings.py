@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import ssl
 import threading
 from collections.abc import Mapping
@@ -66,6 +67,9 @@ SETTINGS: dict[str, SettingSpec] = dict(
         _spec("OUTBOX_STATUS_TABLE", "outboxstatus", "Table holding one status row per message id."),
         _spec("OUTBOX_ATTACHMENTS_CONTAINER", "outbox-attachments",
               "Blob container for attachment claim checks and oversized poison originals."),
+        _spec("OUTBOX_ATTACHMENT_CONTAINERS", "",
+              "Comma list of further containers producers may name in an attachment's blob (the attachment "
+              "container is always allowed; the host's azure-webjobs-* and app-package-* never)."),
         # Identity.
         _spec("OUTBOX_TENANT_ID", None, "Entra tenant of the sending app registration."),
         _spec("OUTBOX_CLIENT_ID", None, "Client id of the app registration that sends mail (not the function identity)."),
@@ -103,6 +107,9 @@ SETTINGS: dict[str, SettingSpec] = dict(
         _spec("OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds."),
         _spec("OUTBOX_LARGE_ATTACHMENT_BYTES", str(3 * MiB), "Attachments this large go through an upload session."),
         _spec("OUTBOX_UPLOAD_CHUNK_BYTES", str(3 * MiB), "Byte range per upload-session PUT (under 4 MiB)."),
+        _spec("OUTBOX_API_DEADLINE_S", "8", "Longest an HTTP function works before it answers 503 with Retry-After."),
+        _spec("OUTBOX_STORAGE_TIMEOUT_S", "20",
+              "Connect and read timeout of each storage request, in seconds (bounds a stalled emulator or account)."),
         # CLI only.
         _spec("OUTBOX_API_URL", "", "Base URL of the HTTP function, for `outbox send`.", scope="cli"),
         _spec("OUTBOX_API_KEY", "", "Function key for the HTTP function.", scope="cli"),
@@ -213,6 +220,7 @@ class Settings:
     queue: str
     status_table: str
     attachments_container: str
+    attachment_containers: tuple[str, ...]
     storage: StorageConfig
     tenant_id: str | None
     client_id: str | None
@@ -249,6 +257,8 @@ class Settings:
     lease_s: float
     large_attachment_bytes: int
     upload_chunk_bytes: int
+    api_deadline_s: float
+    storage_timeout_s: float
     api_url: str | None
     api_key: str | None
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
@@ -403,6 +413,24 @@ def _storage(values: Mapping[str, str], problems: dict[str, str]) -> StorageConf
     )
 
 
+_CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
+# Containers of the Functions host itself (keys, leases, the app package): no producer may name them.
+HOST_CONTAINER_PREFIXES = ("azure-webjobs-", "app-package-")
+
+
+def _attachment_containers(main: str, extra: str, problems: dict[str, str]) -> tuple[str, ...]:
+    """The containers an attachment's ``blob`` may name: the attachment container, then the extra list."""
+    names = [main] + [name.strip() for name in extra.split(",") if name.strip()]
+    for setting, name in [("OUTBOX_ATTACHMENTS_CONTAINER", main)] + [("OUTBOX_ATTACHMENT_CONTAINERS", n)
+                                                                      for n in names[1:]]:
+        if not _CONTAINER_NAME.match(name):
+            problems[setting] = f"{name!r} is not a blob container name (3-63 of a-z, 0-9 and single '-')"
+        elif name.startswith(HOST_CONTAINER_PREFIXES):
+            problems[setting] = (f"{name!r} is a container of the Functions host (keys, leases): "
+                                 "producers must never be able to mail its blobs")
+    return tuple(dict.fromkeys(names))
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     settings_file: str | Path | None = None,
@@ -445,10 +473,15 @@ def load_settings(
     if upload_chunk >= 4 * MiB:
         problems["OUTBOX_UPLOAD_CHUNK_BYTES"] = "must be under 4 MiB (Graph's limit per upload range)"
 
+    attachments_container = r.text("OUTBOX_ATTACHMENTS_CONTAINER")
+    attachment_containers = _attachment_containers(attachments_container, r.text("OUTBOX_ATTACHMENT_CONTAINERS"),
+                                                   problems)
+
     settings = Settings(
         queue=queue,
         status_table=r.text("OUTBOX_STATUS_TABLE"),
-        attachments_container=r.text("OUTBOX_ATTACHMENTS_CONTAINER"),
+        attachments_container=attachments_container,
+        attachment_containers=attachment_containers,
         storage=storage,
         tenant_id=r.optional("OUTBOX_TENANT_ID"),
         client_id=r.optional("OUTBOX_CLIENT_ID"),
@@ -485,6 +518,8 @@ def load_settings(
         lease_s=r.number("OUTBOX_LEASE_S", float, 0.001),
         large_attachment_bytes=r.number("OUTBOX_LARGE_ATTACHMENT_BYTES", int, 1),
         upload_chunk_bytes=upload_chunk,
+        api_deadline_s=r.number("OUTBOX_API_DEADLINE_S", float, 0.001),
+        storage_timeout_s=r.number("OUTBOX_STORAGE_TIMEOUT_S", float, 0.001),
         api_url=r.optional("OUTBOX_API_URL"),
         api_key=r.optional("OUTBOX_API_KEY"),
         raw=values,

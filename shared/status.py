@@ -12,6 +12,13 @@ a send, the time of a next attempt, the status code of an earlier error) is abse
 over or written as "": each column always holds its one type, which typed readers (.NET
 ``DateTimeOffset?``, a POCO) need.
 
+Row schema ``outbox.status/2`` (column ``Schema``) adds ``Fingerprint``: the hash of the message's
+normalised content (shared.message.fingerprint). An id is an idempotency key for one message, so a body
+with the same id and another fingerprint is refused (``ClaimKind.CONFLICT``; ``queued_for``), never
+taken for a duplicate of the first. A version-1 row (no fingerprint) matches any content, as before.
+An invalid message's row has no fingerprint either: nothing of it was ever accepted, so a corrected
+message may take its id.
+
 States: ``queued`` (accepted, not tried), ``sending`` (claimed), ``sent``, ``retrying``,
 ``ambiguous`` (may have been delivered; the next attempt decides per OUTBOX_ON_AMBIGUOUS),
 ``poisoned`` (an envelope is on the poison queue), ``failed`` (``mode=now`` answered a permanent
@@ -30,6 +37,7 @@ from typing import Any
 from shared.errors import ConfigError, OutboxError, redact
 
 ROW_KEY = ""
+ROW_SCHEMA = "outbox.status/2"
 STATES = ("queued", "sending", "sent", "retrying", "ambiguous", "poisoned", "failed")
 _DETAIL_LIMIT = 1000
 _CLAIM_TRIES = 8
@@ -69,7 +77,18 @@ class StatusRow:
     lease_owner: str | None = None
     lease_until: datetime | None = None
     next_attempt_at: datetime | None = None
+    fingerprint: str | None = None
     etag: str | None = field(default=None, compare=False)
+
+    def open_to(self, fingerprint: str | None) -> bool:
+        """Whether a message with ``fingerprint`` may use this row's id: the same content, a row that
+        holds no content of its own (an invalid message's, or a version-1 row), or no fingerprint to
+        compare."""
+        if fingerprint is None or self.fingerprint is None:
+            return True
+        if self.state == "poisoned" and self.last_category == "invalid_message":
+            return True
+        return self.fingerprint == fingerprint
 
     @classmethod
     def from_entity(cls, entity: Any) -> StatusRow:
@@ -103,6 +122,7 @@ class StatusRow:
             lease_owner=get("LeaseOwner"),
             lease_until=when("LeaseUntil"),
             next_attempt_at=when("NextAttemptAt"),
+            fingerprint=get("Fingerprint"),
             etag=(getattr(entity, "metadata", None) or {}).get("etag"),
         )
 
@@ -128,6 +148,8 @@ class StatusRow:
             "LeaseOwner": self.lease_owner,
             "LeaseUntil": self.lease_until,
             "NextAttemptAt": self.next_attempt_at,
+            "Fingerprint": self.fingerprint,
+            "Schema": ROW_SCHEMA,
         }
         present = {name: value for name, value in columns.items() if value is not None and value != ""}
         return {"PartitionKey": self.id, "RowKey": ROW_KEY, **present}
@@ -173,6 +195,7 @@ class ClaimKind(Enum):
     ALREADY_SENT = "sent"        # nothing to do: delete the queue copy
     POISONED = "poisoned"        # an operator owns it: delete the queue copy
     IN_FLIGHT = "in_flight"      # another queue message holds a live lease: come back later
+    CONFLICT = "conflict"        # the id belongs to a message with other content: refuse this one
 
 
 @dataclass(frozen=True)
@@ -183,6 +206,23 @@ class Claim:
     # The previous attempt may have delivered: it was left ambiguous, or it died while sending.
     previous_unknown: bool = False
     wait_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class Queued:
+    """What :meth:`StatusStore.record_queued` found: a new row (``created``), the row of an earlier copy of
+    the same message, or (``conflict``) the row of a different message that already uses the id."""
+
+    row: StatusRow
+    created: bool
+    conflict: bool = False
+
+    @property
+    def needs_enqueue(self) -> bool:
+        """Whether the caller must put the message on the queue. A copy that was recorded but never made
+        it onto the queue (the caller got a 503 in between) leaves ``queued`` or ``failed``: put it there
+        again, the claim keeps it single. Every other state has its own queue message, or is final."""
+        return not self.conflict and (self.created or self.row.state in ("queued", "failed"))
 
 
 class StatusStore:
@@ -197,9 +237,10 @@ class StatusStore:
 
     @classmethod
     def from_settings(cls, settings: Any, *, clock: Clock = utcnow) -> StatusStore:
-        from shared.storage import client_options
+        from shared.storage import settings_options
 
-        return cls(settings.storage.table_service_client(**client_options()), settings.status_table, clock=clock)
+        return cls(settings.storage.table_service_client(**settings_options(settings, table=True)),
+                   settings.status_table, clock=clock)
 
     # -- plumbing -----------------------------------------------------------------------------------
 
@@ -303,6 +344,7 @@ class StatusStore:
         transport: str | None,
         mailbox: str | None,
         internet_message_id: str | None = None,
+        fingerprint: str | None = None,
     ) -> Claim:
         """Take the row for one attempt, atomically; see the module docstring for the rules."""
         from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -319,7 +361,7 @@ class StatusStore:
             if entity is None:
                 row = StatusRow(id=message_id, state="sending", attempts=1, first_seen=now, updated_at=now,
                                 transport=transport, mailbox=mailbox, internet_message_id=internet_message_id,
-                                lease_owner=owner, lease_until=lease_until)
+                                lease_owner=owner, lease_until=lease_until, fingerprint=fingerprint)
                 try:
                     created = self.table.create_entity(row.to_entity())
                 except ResourceExistsError:
@@ -328,6 +370,8 @@ class StatusStore:
                 return Claim(ClaimKind.CLAIMED, replace(row, etag=etag), previous_state=None)
 
             row = StatusRow.from_entity(entity)
+            if not row.open_to(fingerprint):
+                return Claim(ClaimKind.CONFLICT, row, previous_state=row.state)
             if row.state == "sent":
                 return Claim(ClaimKind.ALREADY_SENT, row, previous_state="sent")
             if row.state == "poisoned" and row.last_category != "invalid_message":
@@ -350,6 +394,7 @@ class StatusStore:
                 transport=transport or row.transport, mailbox=mailbox or row.mailbox,
                 internet_message_id=internet_message_id or row.internet_message_id,
                 first_seen=row.first_seen or now, next_attempt_at=None, etag=None,
+                fingerprint=fingerprint or row.fingerprint,
             )
             try:
                 self._save(claimed, etag=row.etag)
@@ -430,11 +475,37 @@ class StatusStore:
         return self._insert(row.with_error(error))
 
     def record_queued(self, message_id: str, *, transport: str | None, mailbox: str | None,
-                      internet_message_id: str | None = None) -> bool:
-        """The row ``mode=queue`` writes so ``GET /api/messages/{id}`` answers at once (insert only)."""
-        now = self._clock()
-        return self._insert(StatusRow(id=message_id, state="queued", attempts=0, first_seen=now, updated_at=now,
-                                      transport=transport, mailbox=mailbox, internet_message_id=internet_message_id))
+                      internet_message_id: str | None = None, fingerprint: str | None = None) -> Queued:
+        """The row an enqueue writes so ``GET /api/messages/{id}`` answers at once, and what an id that
+        already has a row means for this message (see :class:`Queued`)."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        for _ in range(_CLAIM_TRIES):
+            now = self._clock()
+            fresh = StatusRow(id=message_id, state="queued", attempts=0, first_seen=now, updated_at=now,
+                              transport=transport, mailbox=mailbox, internet_message_id=internet_message_id,
+                              fingerprint=fingerprint)
+            if self._insert(fresh):
+                return Queued(fresh, created=True)
+            row = self.get(message_id)
+            if row is None:
+                continue  # deleted between the insert and the read
+            if not row.open_to(fingerprint):
+                return Queued(row, created=False, conflict=True)
+            if row.state == "poisoned" and row.last_category == "invalid_message":
+                # A corrected message takes the id of an invalid one: the row starts over.
+                try:
+                    self._save(replace(fresh, first_seen=row.first_seen or now), etag=row.etag)
+                except ResourceNotFoundError:
+                    continue
+                except HttpResponseError as exc:
+                    if exc.status_code == 412:
+                        continue
+                    raise
+                return Queued(replace(fresh, first_seen=row.first_seen or now), created=True)
+            return Queued(row, created=False)
+        raise OutboxError("transient", "status.claim_contended", transport="storage", retryable=True,
+                          detail=f"could not record status row {message_id!r} after {_CLAIM_TRIES} tries")
 
     def _insert(self, row: StatusRow) -> bool:
         from azure.core.exceptions import ResourceExistsError

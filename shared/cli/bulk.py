@@ -16,15 +16,15 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from shared.message import InvalidMessage, check_sender_allowed, parse_message, validate_for_transport
+from shared.acceptance import AcceptanceRules, NotAccepted, accept
+from shared.message import valid_message_id
 from shared.queues import encode_body, fits_queue, queue_text_bytes
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
-_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}\Z")
 MAX_LISTED_PROBLEMS = 20
 
 
@@ -129,11 +129,11 @@ def prepare(
     *,
     fmt: str,
     template: Mapping[str, Any] | None,
-    allowed_senders: Sequence[str],
-    default_transport: str,
+    rules: AcceptanceRules,
     id_prefix: str | None = None,
 ) -> tuple[list[Item], list[Problem]]:
-    """Validate every row; return the queue items and every problem found (by line)."""
+    """Validate every row as the function will (shared.acceptance); return the queue items and every
+    problem found (by line)."""
     if fmt == "csv" and template is None:
         raise TemplateError("a CSV file needs --template FILE (a v1 message with {{column}} placeholders)")
     items: list[Item] = []
@@ -160,11 +160,9 @@ def prepare(
         if id_prefix and "id" not in body:
             body = {"id": f"{id_prefix}-{line}", **body}
         try:
-            message = parse_message(body)
-            validate_for_transport(message, message.transport or default_transport)
-            check_sender_allowed(message, allowed_senders)
-        except InvalidMessage as exc:
-            problems.append(Problem(line, "; ".join(str(e) for e in exc.errors)))
+            message = accept(body, rules, fallback_id=f"line-{line}").message
+        except NotAccepted as exc:
+            problems.append(Problem(line, "; ".join(f"{e['field']}: {e['message']}" for e in exc.to_list())))
             continue
         if message.id is not None:
             first = ids.setdefault(message.id, line)
@@ -188,4 +186,4 @@ def prepare(
 
 
 def valid_id_prefix(prefix: str) -> bool:
-    return bool(_ID.match(f"{prefix}-1")) and len(prefix) <= 110
+    return valid_message_id(f"{prefix}-1") and len(prefix) <= 110

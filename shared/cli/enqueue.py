@@ -91,8 +91,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
             text,
             fmt=fmt,
             template=template,
-            allowed_senders=settings.allowed_senders,
-            default_transport=settings.transport,
+            rules=settings,
             id_prefix=args.id_prefix,
         )
     except bulk.TemplateError as exc:
@@ -149,12 +148,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _send_all(items: list[Any], settings: Any, workers: int, ctx: Context) -> tuple[int, list[tuple[int, str]], bool, float]:
-    from shared.cli.storage import queue_store, storage_failure
+    from shared.cli.storage import CLI_RETRY, TABLE_RETRY, storage_failure
+    from shared.runtime import build_runtime
 
-    store = queue_store(settings)
+    # The pipeline's own enqueue: the same queued status row as POST /api/send and `outbox send`, and
+    # the same refusal of an id that already names another message.
+    runtime = build_runtime(settings, sending=False, storage_options=CLI_RETRY, table_options=TABLE_RETRY)
     try:
-        store.ensure_queue(settings.queue)
+        runtime.queues.ensure_queue(settings.queue)
     except Exception as exc:
+        runtime.close()
         raise storage_failure(exc, f"queue {settings.queue!r}") from None
     sent = 0
     failures: list[tuple[int, str]] = []
@@ -171,7 +174,7 @@ def _send_all(items: list[Any], settings: Any, workers: int, ctx: Context) -> tu
                     item = next(queue, None)
                     if item is None:
                         return
-                    pending[pool.submit(store.enqueue, item.body)] = item.line
+                    pending[pool.submit(runtime.pipeline.enqueue, item.body)] = item.line
 
             top_up()
             while pending:
@@ -192,7 +195,7 @@ def _send_all(items: list[Any], settings: Any, workers: int, ctx: Context) -> tu
             interrupted = True
             for future in pending:
                 future.cancel()
-    store.close()
+    runtime.close()
     return sent, sorted(failures), interrupted, time.monotonic() - started
 
 

@@ -185,14 +185,16 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _invalid(exc: Any) -> CliError:
-    lines = "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
-    return CliError(f"invalid message: {lines}", Exit.USAGE, details={"errors": exc.to_list()})
+    errors = exc.to_list()
+    lines = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+    return CliError(f"invalid message: {lines}", Exit.USAGE, details={"errors": errors})
 
 
 def _via_pipeline(body: dict[str, Any], settings: Any, ctx: Context, *, now: bool) -> int:
+    from shared.acceptance import NotAccepted
     from shared.cli.storage import CLI_RETRY, TABLE_RETRY
     from shared.errors import OutboxError
-    from shared.message import InvalidMessage
+    from shared.pipeline import IdConflict
     from shared.runtime import build_runtime
 
     out = ctx.out
@@ -200,15 +202,24 @@ def _via_pipeline(body: dict[str, Any], settings: Any, ctx: Context, *, now: boo
         pipe = runtime.pipeline
         if not now:
             try:
-                message_id, row = pipe.enqueue(body)
-            except InvalidMessage as exc:
+                done = pipe.enqueue(body)
+            except NotAccepted as exc:
                 raise _invalid(exc) from None
+            except IdConflict as exc:
+                raise CliError(f"not queued: {exc.error.detail}; fix: {exc.error.hint}", Exit.FAILED,
+                               details={"error": exc.error.to_dict()}) from None
             except OutboxError as exc:
                 raise CliError(f"not queued: {exc}" + (f"; fix: {exc.hint}" if exc.hint else ""), Exit.FAILED,
                                details={"error": exc.to_dict()}) from None
-            state = row.state if row is not None else "queued"
-            out.emit({"id": message_id, "state": state, "via": "queue", "queue": settings.queue})
-            out.line(f"queued {message_id} on {settings.queue} (state {state}); follow it with: outbox status {message_id}")
+            message_id, state = done.message_id, done.row.state
+            out.emit({"id": message_id, "state": state, "via": "queue", "queue": settings.queue,
+                      "duplicate": done.duplicate})
+            if done.duplicate:
+                out.line(f"{message_id} was sent to outbox before with the same content (state {state}); "
+                         f"not queued again: outbox status {message_id}")
+            else:
+                out.line(f"queued {message_id} on {settings.queue} (state {state}); "
+                         f"follow it with: outbox status {message_id}")
             return Exit.OK
         outcome = pipe.send_now(body)
     return _report_outcome(outcome, ctx)

@@ -26,10 +26,14 @@ def test_send_now_delivers_through_the_pipeline_and_records_it(cli: Any) -> None
     (delivery,) = cli.harness.wait_for_deliveries(1)
     assert delivery.recipients == ("ann@fabrikam.example", "bob@fabrikam.example")
     assert cli("status", "now-1", "--json").json["state"] == "sent"
-    # Sending the same id again sends nothing.
-    again = cli("send", "--now", "--from", SENDER, "--to", "ann@fabrikam.example", "--subject", "Now",
-                "--text", "At once", "--id", "now-1")
+    # Sending the same message (same id, same content) again sends nothing.
+    again = cli("send", "--now", "--from", SENDER, "--to", "ann@fabrikam.example,bob@fabrikam.example",
+                "--subject", "Now", "--text", "At once", "--id", "now-1")
     assert again.code == 0 and "already sent" in again.out
+    # Another message under the same id is refused, naming the id, never reported as sent.
+    other = cli("send", "--now", "--from", SENDER, "--to", "ann@fabrikam.example", "--subject", "Now",
+                "--text", "At once", "--id", "now-1")
+    assert other.code == 1 and "id 'now-1' was first used" in other.err and "new id" in other.err
     assert len(cli.harness.deliveries()) == 1
 
 

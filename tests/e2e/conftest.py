@@ -164,11 +164,13 @@ def stack_factory(harness: Harness, azurite: Azurite, monkeypatch: pytest.Monkey
             monkeypatch.delenv(key)
 
     def factory(*, settings: dict[str, str] | None = None, host: dict[str, Any] | None = None,
-                threads: int | None = None) -> Stack:
+                threads: int | None = None, storage: Azurite | None = None) -> Stack:
+        """``storage``: an emulator of the test's own (one it may stall) instead of the session's."""
+        emulator = storage or azurite
         values = harness.settings_values()
         values.update(FAST_SETTINGS)
         values.update({
-            "AzureWebJobsStorage": azurite.connection_string,
+            "AzureWebJobsStorage": emulator.connection_string,
             "OUTBOX_QUEUE": unique("e2e-"),
             "OUTBOX_STATUS_TABLE": unique("e2e"),
             "OUTBOX_ATTACHMENTS_CONTAINER": unique("att-"),
@@ -176,7 +178,7 @@ def stack_factory(harness: Harness, azurite: Azurite, monkeypatch: pytest.Monkey
         values.update(settings or {})
         local = LocalHost(app_root=ROOT, values=values, queue_overrides={**FAST_HOST, **(host or {})}, http_port=0,
                           function_key="test-key", thread_count=threads)
-        stack = Stack(harness, azurite, values, local)
+        stack = Stack(harness, emulator, values, local)
         with contextlib.suppress(ResourceExistsError):  # an SDK retry under load may find it created
             stack.queue.create_queue()
         local.start()

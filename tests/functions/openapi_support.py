@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from openapi_schema_validator import OAS30Validator, oas30_format_checker
+from openapi_schema_validator import OAS31Validator, oas31_format_checker
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_PATH = ROOT / "docs" / "openapi.yaml"
@@ -19,10 +19,10 @@ def spec() -> dict[str, Any]:
 
 
 def schema_errors(schema: dict[str, Any], instance: Any) -> list[str]:
-    """Every way ``instance`` breaks ``schema`` (OpenAPI 3.0 dialect: nullable, formats; $refs into the
-    document's components)."""
+    """Every way ``instance`` breaks ``schema`` (OpenAPI 3.1 dialect: JSON Schema 2020-12, formats; $refs
+    into the document's components)."""
     rooted = {**schema, "components": spec()["components"]}
-    validator = OAS30Validator(rooted, format_checker=oas30_format_checker)
+    validator = OAS31Validator(rooted, format_checker=oas31_format_checker)
     return [f"{'/'.join(map(str, e.absolute_path)) or '$'}: {e.message}" for e in validator.iter_errors(instance)]
 
 

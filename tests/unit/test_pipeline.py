@@ -381,8 +381,9 @@ def test_send_now_permanent_error_is_answered_not_poisoned(world: World) -> None
 
 
 def test_enqueue_validates_fills_the_id_and_records_queued(world: World) -> None:
-    message_id, row = world.pipeline.enqueue(message())
-    assert row is not None and row.state == "queued" and row.attempts == 0
+    done = world.pipeline.enqueue(message())
+    message_id, row = done.message_id, done.row
+    assert row.state == "queued" and row.attempts == 0 and not done.duplicate
     [body] = world.requeued()
     assert body["id"] == message_id
     assert world.handle(body, qid="whatever").kind == "sent"

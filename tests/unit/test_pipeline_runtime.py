@@ -21,8 +21,8 @@ def settings(azurite: Azurite) -> object:
 def test_without_sending_it_builds_no_transports_and_still_enqueues(settings: object) -> None:
     with build_runtime(settings, sending=False) as runtime:  # type: ignore[arg-type]
         assert runtime.senders is None and runtime.blobs is None
-        message_id, row = runtime.pipeline.enqueue(message(id="rt-1"))
-        assert message_id == "rt-1" and row is not None and row.state == "queued"
+        done = runtime.pipeline.enqueue(message(id="rt-1"))
+        assert done.message_id == "rt-1" and done.row.state == "queued"
 
 
 def test_with_sending_every_part_is_built_and_closed(settings: object) -> None:
