@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         wall = statistics.median(_run(f"import {module}")[0] for _ in range(args.rounds)) - baseline
         print(f"  {module:<14} importtime {it:6.1f} ms   wall {wall:6.1f} ms   ({it / BUDGET_MS:.2f}x of the "
               f"{BUDGET_MS:.0f} ms budget)")
-    first = ("import function_app.runtime as r, shared.senders, shared.status, shared.queues, shared.blobs, "
+    first = ("import function_app.runtime as r, shared.senders, shared.storage.status, shared.storage.queues, shared.storage.blobs, "
              "azure.storage.queue, azure.data.tables, azure.storage.blob, msal, httpx, azure.identity, "
              "azure.keyvault.secrets")
     wall = statistics.median(_run(first)[0] for _ in range(args.rounds)) - baseline

@@ -31,7 +31,7 @@ from typing import Any
 from shared.errors import OutboxError
 from shared.pipeline import Pipeline
 from shared.settings import load_settings
-from shared.status import Claim, ClaimKind, StatusRow
+from shared.storage.status import Claim, ClaimKind, StatusRow
 from shared.transports.base import SendResult
 
 BUDGET_MS = 0.25  # of the 1 ms per-message Graph budget (performance-anchors.md), the pipeline's share
@@ -147,14 +147,13 @@ def run_memory(n: int, *, fail_first: bool) -> float:
 
 
 def run_azurite(n: int, conn: str) -> float:
-    from shared.queues import QueueStore
-    from shared.status import StatusStore
+    from shared.storage import build_stores
 
     s = settings({"AzureWebJobsStorage": conn, "OUTBOX_QUEUE": f"bench{uuid.uuid4().hex[:8]}",
                   "OUTBOX_STATUS_TABLE": f"bench{uuid.uuid4().hex[:8]}"})
-    status = StatusStore.from_settings(s)
-    status.table  # create the table outside the timing  # noqa: B018
-    pipe = Pipeline(s, Senders(AcceptingTransport("graph")), status, QueueStore.from_settings(s), None)
+    stores = build_stores(s)
+    stores.status.table  # create the table outside the timing  # noqa: B018
+    pipe = Pipeline(s, Senders(AcceptingTransport("graph")), stores.status, stores.queues, None)
     bodies = [body(i) for i in range(n)]
     pipe.handle_queue_message(body(10**6), queue_message_id="warm", dequeue_count=1)
     start = time.process_time()

@@ -21,7 +21,7 @@ import azure.functions as func
 
 if TYPE_CHECKING:
     from shared.pipeline import Outcome
-    from shared.status import StatusRow
+    from shared.storage.status import StatusRow
 
 log = logging.getLogger("outbox.http")
 
@@ -51,7 +51,7 @@ def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = No
 
 
 def _error_body(error: Any, **extra: Any) -> dict[str, Any]:
-    from shared.queues import error_object
+    from shared.storage.queues import error_object
 
     return {**extra, "error": error_object(error)}
 

@@ -104,7 +104,7 @@ def run(out: TextIO, *, timeout_s: float, state_dir: Path, verbose: bool) -> int
     from harness.localhost import LocalHost
     from harness.scenario import Scenario
     from harness.up import Harness
-    from shared.status import StatusStore
+    from shared.storage.status import StatusStore
 
     started = time.monotonic()
     out.write("outbox demo: fake Entra ID + Key Vault + Graph + Exchange SMTP, Azurite, local Functions host\n")

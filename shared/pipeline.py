@@ -35,18 +35,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.acceptance import NotAccepted, accept
-from shared.backoff import retry_delay_s
+from shared.acceptance import Accepted, NotAccepted, accept
 from shared.deadline import Abandoned, Progress
+from shared.decision import Action, Attempt, decide
 from shared.errors import OutboxError, redact
 from shared.events import log_outcome, outcome_event
 from shared.message import Message
-from shared.queues import poison_envelope
-from shared.status import Claim, ClaimKind, StatusRow
+from shared.states import Kind, State
+from shared.storage.queues import poison_envelope
+from shared.storage.status import Claim, ClaimKind, StatusRow
 
 log = logging.getLogger("outbox.pipeline")
 
-PAUSED_CODES = frozenset({"outbox.paused", "outbox.busy"})
 # A duplicate in flight is retried shortly after the other copy's lease ends.
 _LEASE_GRACE_S = 1.0
 
@@ -61,7 +61,7 @@ def _utcnow() -> datetime:
 class Outcome:
     """What became of one message in one invocation (the HTTP function renders it; tests assert it)."""
 
-    kind: str  # sent | retry | poisoned | duplicate | deferred (queue); failed | in_flight | conflict (mode=now)
+    kind: Kind
     message_id: str
     attempt: int = 0
     mailbox: str | None = None
@@ -257,8 +257,7 @@ class Pipeline:
 
         message_id, mailbox, transport_name = accepted.message_id, accepted.mailbox, accepted.transport
         message, imid = accepted.message, accepted.internet_message_id
-        work = _Work(message=message, original=accepted.body, message_id=message_id, mailbox=mailbox,
-                     transport=transport_name, imid=imid)
+        work = _Work(message_id, accepted.body, mailbox, accepted=accepted)
         ctx.message_id, ctx.mailbox, ctx.transport = message_id, mailbox, transport_name
         if ctx.progress is not None:
             ctx.progress.identified(message_id)
@@ -271,15 +270,15 @@ class Pipeline:
         if claim.kind is ClaimKind.CONFLICT:
             return self._conflict(work, ctx, claim.row)
         if claim.kind in (ClaimKind.ALREADY_SENT, ClaimKind.POISONED):
-            return self._outcome("duplicate", work, ctx, state=claim.row.state, attempt=claim.row.attempts,
+            return self._outcome(Kind.DUPLICATE, work, ctx, state=claim.row.state, attempt=claim.row.attempts,
                                  request_ids=claim.row.request_ids, sent_via=claim.row.sent_via)
         if claim.kind is ClaimKind.IN_FLIGHT:
             delay = claim.wait_s + _LEASE_GRACE_S
             if ctx.now_mode:
-                return self._outcome("in_flight", work, ctx, state="sending", delay_s=delay,
+                return self._outcome(Kind.IN_FLIGHT, work, ctx, state=State.SENDING, delay_s=delay,
                                      attempt=claim.row.attempts)
             self.queues.requeue(self._retry_body(work), delay_s=delay)
-            return self._outcome("deferred", work, ctx, state="sending", delay_s=delay,
+            return self._outcome(Kind.DEFERRED, work, ctx, state=State.SENDING, delay_s=delay,
                                  attempt=claim.row.attempts, extra={"reason": "in_flight"})
 
         work.attempt = claim.row.attempts
@@ -313,7 +312,7 @@ class Pipeline:
         self.status.mark_sent(message_id, transport=getattr(result, "transport", transport_name),
                               request_ids=ids, possibly_duplicated=work.possibly_duplicated or None,
                               previous=claim.row)
-        return self._outcome("sent", work, ctx, state="sent", request_ids=ids, sent_via="send",
+        return self._outcome(Kind.SENT, work, ctx, state=State.SENT, request_ids=ids, sent_via="send",
                              extra={"path": getattr(result, "path", None)})
 
     def _settle_previous_attempt(self, work: _Work, ctx: _Ctx, transport: Any) -> Outcome | None:
@@ -341,7 +340,7 @@ class Pipeline:
         if found is True:
             self.status.mark_sent(work.message_id, transport=work.transport, sent_via="lookup",
                                   previous=claim.row)
-            return self._outcome("sent", work, ctx, state="sent", sent_via="lookup",
+            return self._outcome(Kind.SENT, work, ctx, state=State.SENT, sent_via="lookup",
                                  request_ids=claim.row.request_ids)
         # Not found: send normally. Unknowable (SMTP, no Mail.ReadBasic): send, flagged as maybe twice.
         work.possibly_duplicated = found is None
@@ -353,7 +352,7 @@ class Pipeline:
         claim = work.claim
         assert claim is not None
         try:
-            state = claim.previous_state if claim.previous_state not in (None, "sending") else "queued"
+            state = claim.previous_state if claim.previous_state not in (None, State.SENDING) else State.QUEUED
             self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=0,
                                 previous=claim.row)
         except Exception as exc:
@@ -363,62 +362,35 @@ class Pipeline:
     # -- failure handling ---------------------------------------------------------------------------
 
     def _failed(self, work: _Work, ctx: _Ctx, err: OutboxError) -> Outcome:
+        """Carry out :func:`shared.decision.decide`: write the row, then answer or requeue."""
         claim = work.claim
         assert claim is not None
+        attempt = Attempt(work.attempt, claim.previous_state, after_ambiguous=work.after_ambiguous,
+                          lookup=work.lookup, now_mode=ctx.now_mode)
+        decision = decide(err, attempt, self.settings, rng=self.rng)
+        if decision.action is Action.POISON:
+            return self._poison(work, ctx, decision.error, extra={"exhausted": decision.exhausted or None})
+
+        assert decision.delay_s is not None
         ids = _request_ids(err)
-
-        # A paused or saturated mailbox is not the message's fault: no attempt is counted.
-        if err.code in PAUSED_CODES:
-            delay = max(1.0, float(err.retry_after or 1.0))
-            state = _retry_state(work)
-            if state == "retrying" and claim.previous_state in (None, "queued"):
-                state = "queued"
-            self.status.release(work.message_id, attempts=max(0, work.attempt - 1), state=state, delay_s=delay,
-                                previous=claim.row)
-            if ctx.now_mode:
-                return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay,
-                                     attempt=work.attempt - 1)
-            self.queues.requeue(self._retry_body(work), delay_s=delay)
-            return self._outcome("deferred", work, ctx, error=err, state=state, delay_s=delay,
-                                 attempt=work.attempt - 1, extra={"reason": err.code})
-
-        if err.maybe_delivered:
-            if self.settings.on_ambiguous == "poison" and not ctx.now_mode:
-                return self._poison(work, ctx, err)
-            if work.attempt >= self.settings.max_attempts:
-                return self._poison(work, ctx, err)
-            delay = self._delay(work.attempt, err)
-            self.status.mark_retrying(work.message_id, error=err, delay_s=delay, state="ambiguous",
-                                      request_ids=ids, previous=claim.row)
-            if ctx.now_mode:
-                return self._outcome("failed", work, ctx, error=err, state="ambiguous", delay_s=delay,
-                                     request_ids=ids, ambiguous=True)
-            self.queues.requeue(self._retry_body(work), delay_s=delay)
-            return self._outcome("retry", work, ctx, error=err, state="ambiguous", delay_s=delay,
-                                 request_ids=ids, ambiguous=True)
-
-        if not err.retryable or err.category == "invalid_message":
-            return self._poison(work, ctx, err)
-
-        if err.max_retries is not None:
-            # The transports already spend a "refresh credentials" retry in-process (a fresh token after
-            # 535 5.7.3 or a 401, a re-read certificate after AADSTS700027), so that one is not repeated.
-            catalog_limit = max(1, 1 + err.max_retries - (1 if err.refresh_credentials else 0))
-            if work.attempt >= catalog_limit:
-                # The catalog's own retries are spent: a requeue unchanged cannot succeed, and the
-                # envelope must not tell an operator's tool that it can.
-                return self._poison(work, ctx, err.replace(retryable=False), extra={"exhausted": True})
-        if work.attempt >= self.settings.max_attempts:
-            return self._poison(work, ctx, err, extra={"exhausted": True})
-
-        delay = self._delay(work.attempt, err)
-        state = _retry_state(work)
-        self.status.mark_retrying(work.message_id, error=err, delay_s=delay, state=state, request_ids=ids,
-                                  previous=claim.row)
+        if decision.action is Action.DEFER:
+            attempts = decision.attempts if decision.attempts is not None else work.attempt
+            self.status.release(work.message_id, attempts=attempts, state=decision.state,
+                                delay_s=decision.delay_s, previous=claim.row)
+            ids, extra = (), {"reason": err.code}
+        else:
+            attempts = work.attempt
+            self.status.mark_retrying(work.message_id, error=decision.error, delay_s=decision.delay_s,
+                                      state=decision.state, request_ids=ids, previous=claim.row)
+            extra = {}
         if ctx.now_mode:
-            return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay, request_ids=ids)
-        self.queues.requeue(self._retry_body(work), delay_s=delay)
-        return self._outcome("retry", work, ctx, error=err, state=state, delay_s=delay, request_ids=ids)
+            # Nothing goes back on the queue: the caller has the answer and sends again itself.
+            kind = Kind.FAILED if decision.ambiguous else Kind.RETRY
+            return self._outcome(kind, work, ctx, error=err, state=decision.state, delay_s=decision.delay_s,
+                                 request_ids=ids, attempt=attempts, ambiguous=decision.ambiguous)
+        self.queues.requeue(self._retry_body(work), delay_s=decision.delay_s)
+        return self._outcome(decision.kind, work, ctx, error=err, state=decision.state, delay_s=decision.delay_s,
+                             request_ids=ids, attempt=attempts, ambiguous=decision.ambiguous, extra=extra)
 
     def _poison(self, work: _Work, ctx: _Ctx, err: OutboxError, *, extra: dict[str, Any] | None = None) -> Outcome:
         claim = work.claim
@@ -427,8 +399,8 @@ class Pipeline:
         if ctx.now_mode:
             # The caller gets the error in the answer; nothing goes to the poison queue.
             self.status.mark_poisoned(work.message_id, error=err, request_ids=ids, previous=claim.row,
-                                      state="failed")
-            return self._outcome("failed", work, ctx, error=err, state="failed", request_ids=ids,
+                                      state=State.FAILED)
+            return self._outcome(Kind.FAILED, work, ctx, error=err, state=State.FAILED, request_ids=ids,
                                  extra=extra)
         envelope = poison_envelope(
             self._retry_body(work),
@@ -442,17 +414,16 @@ class Pipeline:
         self.queues.poison(envelope, message_id=work.message_id)
         self.status.mark_poisoned(work.message_id, error=err, attempts=work.attempt, request_ids=ids,
                                   previous=claim.row)
-        return self._outcome("poisoned", work, ctx, error=err, state="poisoned", request_ids=ids, extra=extra)
+        return self._outcome(Kind.POISONED, work, ctx, error=err, state=State.POISONED, request_ids=ids, extra=extra)
 
     def _invalid(self, refused: NotAccepted, ctx: _Ctx) -> Outcome:
         err = invalid_error(refused.error, unreadable=refused.unreadable)
         errors = refused.to_list() if not refused.unreadable else [{"field": "$", "message": err.detail}]
         message_id = refused.message_id
-        work = _Work(message=None, original=refused.original, message_id=message_id, mailbox=refused.mailbox,
-                     transport=None, imid=None)
+        work = _Work(message_id, refused.original, refused.mailbox)
         work.attempt = 1
         if ctx.now_mode:
-            return self._outcome("failed", work, ctx, error=err, invalid=errors,
+            return self._outcome(Kind.FAILED, work, ctx, error=err, invalid=errors,
                                  extra={"notPermitted": refused.not_permitted or None})
         # Row first, then envelope, and either failure raises so the host redelivers: an invalid message
         # never consults its row, so a redelivery writes the missing envelope without a second copy.
@@ -460,25 +431,20 @@ class Pipeline:
         self.status.record_invalid(message_id, error=err, mailbox=refused.mailbox)
         envelope = poison_envelope(refused.original, err, attempts=1, first_seen=now, failed_at=now)
         self.queues.poison(envelope, message_id=message_id)
-        return self._outcome("poisoned", work, ctx, error=err, state="poisoned", invalid=errors)
+        return self._outcome(Kind.POISONED, work, ctx, error=err, state=State.POISONED, invalid=errors)
 
     def _conflict(self, work: _Work, ctx: _Ctx, row: StatusRow) -> Outcome:
         """The id is another message's: refuse this one without touching that message's row."""
         err = id_conflict_error(work.message_id, row)
         if ctx.now_mode:
-            return self._outcome("conflict", work, ctx, error=err, state=row.state, attempt=0)
+            return self._outcome(Kind.CONFLICT, work, ctx, error=err, state=row.state, attempt=0)
         now = self.clock()
         envelope = poison_envelope(work.original, err, attempts=1, first_seen=now, failed_at=now)
         self.queues.poison(envelope, message_id=work.message_id)
-        return self._outcome("poisoned", work, ctx, error=err, state="poisoned", attempt=1,
+        return self._outcome(Kind.POISONED, work, ctx, error=err, state=State.POISONED, attempt=1,
                              extra={"reason": "id_reused"})
 
     # -- helpers ------------------------------------------------------------------------------------
-
-    def _delay(self, attempt: int, err: OutboxError) -> float:
-        s = self.settings
-        return retry_delay_s(attempt, retry_after=err.retry_after, base_s=s.backoff_base_s,
-                             max_s=s.backoff_max_s, retry_after_max_s=s.retry_after_max_s, rng=self.rng)
 
     @staticmethod
     def _retry_body(work: _Work) -> dict[str, Any]:
@@ -487,7 +453,7 @@ class Pipeline:
         operator requeues from the poison queue, is what the producer sent."""
         return {**work.original, "id": work.message_id}
 
-    def _outcome(self, kind: str, work: _Work, ctx: _Ctx, *, error: OutboxError | None = None,
+    def _outcome(self, kind: Kind, work: _Work, ctx: _Ctx, *, error: OutboxError | None = None,
                  invalid: list[dict[str, str]] | None = None, state: str | None = None,
                  delay_s: float | None = None, request_ids: tuple[str, ...] = (), attempt: int | None = None,
                  sent_via: str | None = None, ambiguous: bool = False,
@@ -513,7 +479,7 @@ class Pipeline:
 
     def _emit_error(self, exc: Exception, ctx: _Ctx) -> None:
         dims = outcome_event(
-            "error",
+            Kind.ERROR,
             message_id=ctx.message_id,
             mailbox=ctx.mailbox,
             transport=ctx.transport,
@@ -582,23 +548,31 @@ class _Ctx:
 
 @dataclass
 class _Work:
-    message: Message | None  # None for a message that did not validate
-    original: Any  # the decoded producer body (a dict), or the raw text of one that did not decode
+    """One message in one invocation: what was accepted (None for a message that did not validate), the
+    claim on its row, and what this attempt learnt about earlier ones."""
+
     message_id: str
+    original: Any  # the producer's body with its id (a dict), or the raw text of one that did not decode
     mailbox: str | None
-    transport: str | None
-    imid: str | None
+    accepted: Accepted | None = None
     claim: Claim | None = None
     attempt: int = 0
-    after_ambiguous: bool = False
-    lookup: bool | None = None
+    after_ambiguous: bool = False  # an earlier attempt may have delivered
+    lookup: bool | None = None  # what the Sent Items lookup said about it
     possibly_duplicated: bool = False
 
+    @property
+    def message(self) -> Message:
+        assert self.accepted is not None
+        return self.accepted.message
 
-def _retry_state(work: _Work) -> str:
-    """The row's state while the message waits: a lookup that found nothing settled the doubt about an
-    earlier attempt; an unanswered (or impossible) one keeps the row ambiguous."""
-    return "ambiguous" if work.after_ambiguous and work.lookup is not False else "retrying"
+    @property
+    def transport(self) -> str | None:
+        return self.accepted.transport if self.accepted else None
+
+    @property
+    def imid(self) -> str | None:
+        return self.accepted.internet_message_id if self.accepted else None
 
 
 def _previous_unknown_error(transport: str | None) -> OutboxError:

@@ -8,13 +8,17 @@ storage retry policy. Both get the same parts, wired the same way, and close the
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from shared.pipeline import Pipeline
+    from shared.senders import Senders
     from shared.settings import Settings
+    from shared.storage import StorageOptions, Stores
+    from shared.storage.blobs import AzureBlobSource
+    from shared.storage.queues import QueueStore
+    from shared.storage.status import StatusStore
 
 log = logging.getLogger("outbox.runtime")
 
@@ -22,21 +26,31 @@ log = logging.getLogger("outbox.runtime")
 @dataclass
 class Runtime:
     settings: Settings
-    senders: Any  # shared.senders.Senders, or None when built without sending
-    status: Any  # shared.status.StatusStore
-    queues: Any  # shared.queues.QueueStore
-    blobs: Any  # shared.blobs.AzureBlobSource, or None when built without sending
+    senders: Senders | None  # None when built without sending
+    stores: Stores
     pipeline: Pipeline
+
+    @property
+    def status(self) -> StatusStore:
+        return self.stores.status
+
+    @property
+    def queues(self) -> QueueStore:
+        return self.stores.queues
+
+    @property
+    def blobs(self) -> AzureBlobSource | None:
+        """The attachment reader; None when built without sending."""
+        return self.pipeline.blobs
 
     def close(self) -> None:
         """Close every part that holds connections; one that fails to close does not keep the others open."""
-        for part in (self.senders, self.status, self.queues):
-            close = getattr(part, "close", None)
-            if callable(close):
-                try:
-                    close()
-                except Exception:
-                    log.exception("closing %s failed", type(part).__name__)
+        if self.senders is not None:
+            try:
+                self.senders.close()
+            except Exception:
+                log.exception("closing the transports failed")
+        self.stores.close()
 
     def __enter__(self) -> Runtime:
         return self
@@ -45,46 +59,24 @@ class Runtime:
         self.close()
 
 
-def build_runtime(settings: Settings, *, sending: bool = True,
-                  storage_options: Mapping[str, Any] | None = None,
-                  table_options: Mapping[str, Any] | None = None) -> Runtime:
-    """The parts and the pipeline over them. ``sending=False`` builds no transports and no blob reader
-    (enqueueing needs neither: no Key Vault read, no token). ``storage_options`` go to the queue and blob
-    clients, ``table_options`` to the table client (the two SDKs name their retry settings differently);
-    both default to :func:`shared.storage.settings_options`."""
-    from shared.blobs import AzureBlobSource
+def build_runtime(settings: Settings, *, sending: bool = True, storage: StorageOptions | None = None) -> Runtime:
+    """The stores (:func:`shared.storage.build_stores`), the transports and the pipeline over them.
+
+    ``sending=False`` builds no transports and reads no attachments (enqueueing needs neither: no Key
+    Vault read, no token). ``storage``: the client options (the function's by default; the CLI passes
+    :meth:`shared.storage.StorageOptions.cli`)."""
     from shared.pipeline import Pipeline
-    from shared.queues import QueueStore
-    from shared.status import StatusStore
-    from shared.storage import settings_options
+    from shared.storage import build_stores
 
-    storage = {**settings_options(settings), **(storage_options or {})}
-    tables = {**settings_options(settings, table=True), **(table_options or {})}
-    parts: list[Any] = []
-    try:
-        status = StatusStore(settings.storage.table_service_client(**tables), settings.status_table)
-        parts.append(status)
-        queues = QueueStore(
-            settings.storage.queue_service_client(**storage),
-            queue=settings.queue,
-            poison_queue=settings.poison_queue,
-            blob_service=settings.storage.blob_service_client(**storage),
-            container=settings.attachments_container,
-        )
-        parts.append(queues)
-        senders = blobs = None
-        if sending:
-            from shared.senders import Senders
+    stores = build_stores(settings, storage)
+    senders = None
+    if sending:
+        from shared.senders import Senders
 
+        try:
             senders = Senders.from_settings(settings)
-            parts.append(senders)
-            blobs = AzureBlobSource(settings.storage.blob_service_client(**storage),
-                                    containers=settings.attachment_containers)
-    except BaseException:
-        for part in reversed(parts):
-            try:
-                part.close()
-            except Exception:
-                log.exception("closing %s failed", type(part).__name__)
-        raise
-    return Runtime(settings, senders, status, queues, blobs, Pipeline(settings, senders, status, queues, blobs))
+        except BaseException:
+            stores.close()
+            raise
+    blobs = stores.blobs if sending else None
+    return Runtime(settings, senders, stores, Pipeline(settings, senders, stores.status, stores.queues, blobs))

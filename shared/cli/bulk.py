@@ -22,7 +22,7 @@ from typing import Any
 
 from shared.acceptance import AcceptanceRules, NotAccepted, accept
 from shared.message import valid_message_id
-from shared.queues import encode_body, fits_queue, queue_text_bytes
+from shared.storage.queues import encode_body, fits_queue, queue_text_bytes
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
 MAX_LISTED_PROBLEMS = 20

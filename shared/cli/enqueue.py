@@ -148,12 +148,13 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
 
 
 def _send_all(items: list[Any], settings: Any, workers: int, ctx: Context) -> tuple[int, list[tuple[int, str]], bool, float]:
-    from shared.cli.storage import CLI_RETRY, TABLE_RETRY, storage_failure
+    from shared.cli.storage import storage_failure
     from shared.runtime import build_runtime
+    from shared.storage import StorageOptions
 
     # The pipeline's own enqueue: the same queued status row as POST /api/send and `outbox send`, and
     # the same refusal of an id that already names another message.
-    runtime = build_runtime(settings, sending=False, storage_options=CLI_RETRY, table_options=TABLE_RETRY)
+    runtime = build_runtime(settings, sending=False, storage=StorageOptions.cli(settings))
     try:
         runtime.queues.ensure_queue(settings.queue)
     except Exception as exc:

@@ -251,10 +251,10 @@ def _body_of(item: Any, settings: Any) -> tuple[dict[str, Any] | None, str | Non
     if item.host_moved:
         return None, item.text
     if item.message_blob:
-        from shared.cli.storage import CLI_RETRY
+        from shared.cli.storage import blob_client
 
         container, _, name = item.message_blob.partition("/")
-        blob = settings.storage.blob_service_client(**CLI_RETRY).get_blob_client(container, name)
+        blob = blob_client(settings, container, name)
         text = blob.download_blob().readall().decode("utf-8")
         try:
             value = json.loads(text)
@@ -270,8 +270,7 @@ def _body_of(item: Any, settings: Any) -> tuple[dict[str, Any] | None, str | Non
 
 
 def run_requeue(args: argparse.Namespace, ctx: Context) -> int:
-    from shared.cli.storage import TABLE_RETRY, queue_store
-    from shared.status import StatusStore
+    from shared.cli.storage import stores
 
     selection = _selection(args)
     settings, queue, items, chosen = _scan_selected(selection, ctx)
@@ -280,8 +279,8 @@ def run_requeue(args: argparse.Namespace, ctx: Context) -> int:
     requeued: list[dict[str, Any]] = []
     skipped: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    store = queue_store(settings)
-    status = StatusStore(settings.storage.table_service_client(**TABLE_RETRY), settings.status_table)
+    parts = stores(settings)
+    store, status = parts.queues, parts.status
     try:
         queue.release(others)
         if not chosen:
@@ -306,8 +305,7 @@ def run_requeue(args: argparse.Namespace, ctx: Context) -> int:
         try:
             queue.release(chosen)
         finally:
-            store.close()
-            status.close()
+            parts.close()
 
     verb = "would requeue" if args.dry_run else "requeued"
     out.emit({"requeued": requeued, "skipped": skipped, "failed": failed, "dryRun": bool(args.dry_run),
@@ -399,8 +397,8 @@ def _delete_parked(item: Any, settings: Any) -> None:
         return
     from azure.core.exceptions import ResourceNotFoundError
 
-    from shared.cli.storage import CLI_RETRY
+    from shared.cli.storage import blob_client
 
     container, _, name = item.message_blob.partition("/")
     with contextlib.suppress(ResourceNotFoundError):
-        settings.storage.blob_service_client(**CLI_RETRY).get_blob_client(container, name).delete_blob()
+        blob_client(settings, container, name).delete_blob()

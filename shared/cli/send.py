@@ -131,7 +131,7 @@ def build_message(args: argparse.Namespace, ctx: Context) -> tuple[dict[str, Any
 def _attachments(body: dict[str, Any], files: list[Path], settings: Any, message_id: str) -> None:
     if not files:
         return
-    from shared.queues import encode_body, fits_queue
+    from shared.storage.queues import encode_body, fits_queue
 
     found = []
     for path in files:
@@ -150,9 +150,10 @@ def _attachments(body: dict[str, Any], files: list[Path], settings: Any, message
         body["attachments"] = attachments
         return
     # Too big for a queue message: park the larger files in blob storage and reference them.
-    from shared.cli.storage import queue_store, storage_failure
+    from shared.cli.storage import storage_failure, stores
 
-    store = queue_store(settings)
+    parts = stores(settings)
+    store = parts.queues
     start = len(attachments) - len(found)
     try:
         for offset, (path, data) in enumerate(found):
@@ -167,7 +168,7 @@ def _attachments(body: dict[str, Any], files: list[Path], settings: Any, message
             entry["blob"] = ref
             attachments[start + offset] = entry
     finally:
-        store.close()
+        parts.close()
     body["attachments"] = attachments
 
 
@@ -192,13 +193,13 @@ def _invalid(exc: Any) -> CliError:
 
 def _via_pipeline(body: dict[str, Any], settings: Any, ctx: Context, *, now: bool) -> int:
     from shared.acceptance import NotAccepted
-    from shared.cli.storage import CLI_RETRY, TABLE_RETRY
     from shared.errors import OutboxError
     from shared.pipeline import IdConflict
     from shared.runtime import build_runtime
+    from shared.storage import StorageOptions
 
     out = ctx.out
-    with build_runtime(settings, sending=now, storage_options=CLI_RETRY, table_options=TABLE_RETRY) as runtime:
+    with build_runtime(settings, sending=now, storage=StorageOptions.cli(settings)) as runtime:
         pipe = runtime.pipeline
         if not now:
             try:

@@ -44,17 +44,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def fetch_row(ctx: Context, message_id: str) -> Any:
-    from shared.cli.storage import TABLE_RETRY, storage_failure
-    from shared.status import StatusStore
+    from shared.cli.storage import storage_failure, stores
 
     settings = ctx.settings()
-    store = StatusStore(settings.storage.table_service_client(**TABLE_RETRY), settings.status_table)
-    try:
-        return store.get(message_id)
-    except Exception as exc:
-        raise storage_failure(exc, f"status table {settings.status_table!r}") from None
-    finally:
-        store.close()
+    with stores(settings) as parts:
+        try:
+            return parts.status.get(message_id)
+        except Exception as exc:
+            raise storage_failure(exc, f"status table {settings.status_table!r}") from None
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:

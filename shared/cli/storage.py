@@ -1,8 +1,5 @@
-"""Storage clients for the CLI: the same QueueStore the function uses, with a short retry policy.
-
-The SDK's default retry takes ~86 s to give up on a closed port; an operator at a terminal wants to
-hear about a wrong connection string in seconds.
-"""
+"""Storage for the CLI: the stores the function uses (shared.storage.build_stores), with the short
+retry profile (``StorageOptions.cli``), and what a storage failure means to an operator."""
 
 from __future__ import annotations
 
@@ -11,29 +8,27 @@ from typing import TYPE_CHECKING, Any
 from shared.cli.output import CliError, Exit
 
 if TYPE_CHECKING:
-    from shared.queues import QueueStore
     from shared.settings import Settings
-
-# Queue and blob clients use the storage SDK's ExponentialRetry (default first wait 15 s); tables use
-# azure-core's retry arguments.
-CLI_RETRY: dict[str, Any] = {"retry_total": 2, "initial_backoff": 0.2, "increment_base": 1, "random_jitter_range": 0.2}
-TABLE_RETRY: dict[str, Any] = {"retry_total": 2, "retry_backoff_factor": 0.5, "retry_backoff_max": 2}
+    from shared.storage import Stores
 
 
-def queue_store(settings: Settings, *, queue_service: Any = None) -> QueueStore:
-    from shared.queues import QueueStore
+def stores(settings: Settings) -> Stores:
+    from shared.storage import StorageOptions, build_stores
 
-    return QueueStore(
-        queue_service or settings.storage.queue_service_client(**CLI_RETRY),
-        queue=settings.queue,
-        poison_queue=settings.poison_queue,
-        blob_service=settings.storage.blob_service_client(**CLI_RETRY),
-        container=settings.attachments_container,
-    )
+    return build_stores(settings, StorageOptions.cli(settings))
 
 
 def queue_client(settings: Settings, name: str) -> Any:
-    return settings.storage.queue_service_client(**CLI_RETRY).get_queue_client(name)
+    from shared.storage import StorageOptions
+
+    return settings.storage.queue_service_client(**StorageOptions.cli(settings).services).get_queue_client(name)
+
+
+def blob_client(settings: Settings, container: str, name: str) -> Any:
+    from shared.storage import StorageOptions
+
+    service = settings.storage.blob_service_client(**StorageOptions.cli(settings).services)
+    return service.get_blob_client(container, name)
 
 
 def storage_failure(exc: Exception, what: str) -> CliError:

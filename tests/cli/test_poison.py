@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from shared.errors import OutboxError
-from shared.queues import poison_envelope
+from shared.storage.queues import poison_envelope
 from tests.cli.conftest import SENDER
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -181,9 +181,9 @@ def test_host_moved_raw_messages_are_shown_and_requeued_as_they_were(cli: Any) -
 
 
 def test_requeue_resets_the_status_row_and_keeps_the_id(cli: Any) -> None:
-    from shared.status import StatusStore
+    from shared.storage import build_stores
 
-    store = StatusStore.from_settings(cli.settings())
+    store = build_stores(cli.settings()).status
     error = OutboxError("auth", "5.7.3", transport="smtp", detail="535 5.7.3")
     store.claim("keep-1", owner="q1", lease_s=30, transport="smtp", mailbox=SENDER)
     store.mark_poisoned("keep-1", error=error, attempts=3)
@@ -248,10 +248,10 @@ def test_status_of_an_unknown_id_exits_4(cli: Any) -> None:
 def test_an_original_parked_in_blob_storage_is_requeued_from_there_and_purged_with_it(cli: Any) -> None:
     from azure.storage.blob import BlobServiceClient
 
-    from shared.queues import QueueStore
+    from shared.storage import build_stores
 
     settings = cli.settings()
-    store = QueueStore.from_settings(settings)
+    store = build_stores(settings).queues
     error = OutboxError("transient", "ErrorServerBusy", status=503, transport="graph", detail="busy", hint="later")
     envelope = poison_envelope(v1("parked-1"), error, attempts=8, first_seen=None, message_id="parked-1")
     ref = store.store_blob("poison/parked-1/test.json", json.dumps(envelope["message"]).encode())

@@ -1,7 +1,7 @@
 """Contract tests: independent parts played against outbox, using only the documented contracts.
 
-Nothing here imports outbox's own model, queue or status helpers (``shared.message``, ``shared.queues``,
-``shared.status``, ``shared.catalog``): a producer writes queue text with azure-storage-queue, an operator
+Nothing here imports outbox's own model, queue or status helpers (``shared.message``, ``shared.storage.queues``,
+``shared.storage.status``, ``shared.catalog``): a producer writes queue text with azure-storage-queue, an operator
 reads the poison queue and the status table with azure-storage-queue and azure-data-tables, and the
 expectations come from design.md, docs/*.md and reference/m365-send-errors.md, written out here.
 

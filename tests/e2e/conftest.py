@@ -24,7 +24,7 @@ from azure.core.exceptions import ResourceExistsError
 from harness.azurite import Azurite
 from harness.localhost import LocalHost
 from harness.up import Harness
-from shared.status import StatusRow, StatusStore
+from shared.storage.status import StatusRow, StatusStore
 from tests.functions.openapi_support import check_response
 
 ROOT = Path(__file__).resolve().parents[2]

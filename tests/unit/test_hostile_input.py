@@ -14,10 +14,10 @@ from hypothesis import strategies as st
 
 from harness.azurite import Azurite
 from shared.acceptance import NotAccepted, accept
-from shared.blobs import AzureBlobSource
 from shared.errors import OutboxError
 from shared.message import fingerprint, parse_message
 from shared.settings import SettingsError, load_settings
+from shared.storage.blobs import AzureBlobSource
 from tests.unit.test_pipeline import World
 from tests.unit.test_pipeline_support import message
 

@@ -14,13 +14,12 @@ from typing import Any
 import pytest
 
 from harness.azurite import Azurite
-from shared.blobs import AzureBlobSource
 from shared.errors import OutboxError
 from shared.message_id import make_message_id
 from shared.pipeline import Pipeline
-from shared.queues import QueueStore, encode_body
 from shared.settings import load_settings
-from shared.status import StatusStore
+from shared.storage import build_stores
+from shared.storage.queues import encode_body
 from tests.unit.test_pipeline_support import (
     SENDER,
     ScriptedSenders,
@@ -55,10 +54,10 @@ class World:
         }
         self.settings = load_settings(env)
         self.senders = ScriptedSenders()
-        self.status = StatusStore.from_settings(self.settings)
-        self.queues = QueueStore.from_settings(self.settings)
-        self.pipeline = Pipeline(self.settings, self.senders, self.status, self.queues,
-                                 AzureBlobSource.from_settings(self.settings), rng=random.Random(7))
+        self.stores = build_stores(self.settings)
+        self.status, self.queues = self.stores.status, self.stores.queues
+        self.pipeline = Pipeline(self.settings, self.senders, self.status, self.queues, self.stores.blobs,
+                                 rng=random.Random(7))
         qs = self.settings.storage.queue_service_client()
         self.work_q = qs.get_queue_client(self.settings.queue)
         self.poison_q = qs.get_queue_client(self.settings.poison_queue)

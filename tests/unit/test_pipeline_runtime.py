@@ -7,6 +7,7 @@ import pytest
 from harness.azurite import Azurite
 from shared.runtime import build_runtime
 from shared.settings import load_settings
+from shared.storage import StorageOptions
 from tests.unit.test_pipeline_support import message, unique
 
 
@@ -26,7 +27,7 @@ def test_without_sending_it_builds_no_transports_and_still_enqueues(settings: ob
 
 
 def test_with_sending_every_part_is_built_and_closed(settings: object) -> None:
-    runtime = build_runtime(settings, storage_options={"retry_total": 0}, table_options={"retry_total": 0})  # type: ignore[arg-type]
+    runtime = build_runtime(settings, storage=StorageOptions({"retry_total": 0}, {"retry_total": 0}))  # type: ignore[arg-type]
     assert runtime.senders is not None and runtime.blobs is not None
     assert runtime.pipeline.senders is runtime.senders and runtime.pipeline.status is runtime.status
     runtime.close()

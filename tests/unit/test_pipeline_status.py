@@ -8,7 +8,7 @@ import pytest
 
 from harness.azurite import Azurite
 from shared.errors import OutboxError
-from shared.status import ClaimKind, StatusStore
+from shared.storage.status import ClaimKind, StatusStore
 from tests.unit.test_pipeline_support import unique
 
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from shared.errors import OutboxError
 from shared.message import decode_body
-from shared.queues import (
+from shared.storage.queues import (
     MAX_QUEUE_MESSAGE_BYTES,
     POISON_SCHEMA,
     encode_body,

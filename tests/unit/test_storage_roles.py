@@ -13,8 +13,8 @@ import pytest
 from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
 
 from shared.errors import ConfigError
-from shared.queues import QueueStore
-from shared.status import StatusStore
+from shared.storage.queues import QueueStore
+from shared.storage.status import StatusStore
 
 
 class SenderOnlyQueue:

@@ -35,10 +35,11 @@ from enum import Enum
 from typing import Any
 
 from shared.errors import ConfigError, OutboxError, redact
+from shared.states import State
 
 ROW_KEY = ""
 ROW_SCHEMA = "outbox.status/2"
-STATES = ("queued", "sending", "sent", "retrying", "ambiguous", "poisoned", "failed")
+STATES = tuple(State)
 _DETAIL_LIMIT = 1000
 _CLAIM_TRIES = 8
 
@@ -234,13 +235,6 @@ class StatusStore:
         self._clock = clock
         self._table: Any = None
         self._lock = threading.Lock()
-
-    @classmethod
-    def from_settings(cls, settings: Any, *, clock: Clock = utcnow) -> StatusStore:
-        from shared.storage import settings_options
-
-        return cls(settings.storage.table_service_client(**settings_options(settings, table=True)),
-                   settings.status_table, clock=clock)
 
     # -- plumbing -----------------------------------------------------------------------------------
 

@@ -129,19 +129,6 @@ class QueueStore:
         self._ready: set[Any] = set()
         self._lock = threading.Lock()
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> QueueStore:
-        from shared.storage import settings_options
-
-        options = settings_options(settings)
-        return cls(
-            settings.storage.queue_service_client(**options),
-            queue=settings.queue,
-            poison_queue=settings.poison_queue,
-            blob_service=settings.storage.blob_service_client(**options),
-            container=settings.attachments_container,
-        )
-
     # -- resources ----------------------------------------------------------------------------------
 
     def _client(self, name: str) -> Any:

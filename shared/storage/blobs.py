@@ -37,13 +37,6 @@ class AzureBlobSource:
         self._service = blob_service
         self.containers = tuple(containers)
 
-    @classmethod
-    def from_settings(cls, settings: Any) -> AzureBlobSource:
-        from shared.storage import settings_options
-
-        return cls(settings.storage.blob_service_client(**settings_options(settings)),
-                   containers=settings.attachment_containers)
-
     def _client(self, ref: str) -> Any:
         container, name = split_ref(ref)
         if container not in self.containers or name.startswith(RESERVED_BLOB_PREFIXES):
@@ -119,3 +112,6 @@ class AzureBlobSource:
             raise
         except Exception as exc:
             raise self._classified(ref, exc) from exc
+
+    def close(self) -> None:
+        self._service.close()

@@ -1,0 +1,113 @@
+"""What becomes of a message after a failed attempt: one pure function of the error, the attempt and the
+row, so every rule is in one place and tested as a table (tests/unit/test_decision.py).
+
+The pipeline carries the decision out the same way whatever it says: write the row, then answer the HTTP
+caller (``mode=now``) or put the message back on the queue.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from shared.backoff import retry_delay_s
+from shared.errors import OutboxError
+from shared.states import Kind, State
+
+# A paused or saturated mailbox (our own pacing) is not the message's fault.
+PAUSED_CODES = frozenset({"outbox.paused", "outbox.busy"})
+
+
+class Action(StrEnum):
+    POISON = "poison"  # permanent: an envelope (mode=now: the answer) and the row says so
+    RETRY = "retry"  # another attempt later, counted
+    DEFER = "defer"  # another attempt later, not counted (the mailbox was paused or busy)
+
+
+class RetryRules(Protocol):
+    """The settings a decision reads (shared.settings.Settings has them)."""
+
+    @property
+    def on_ambiguous(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def backoff_base_s(self) -> float: ...
+    @property
+    def backoff_max_s(self) -> float: ...
+    @property
+    def retry_after_max_s(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What the decision needs to know about the attempt that failed."""
+
+    number: int  # this attempt's number (1-based; the row's attempts after the claim)
+    previous_state: str | None  # the row's state before this attempt claimed it
+    after_ambiguous: bool = False  # an earlier attempt may have delivered
+    lookup: bool | None = None  # what the Sent Items lookup said (None: none, or it could not know)
+    now_mode: bool = False  # POST /api/send?mode=now: answered, not requeued
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    error: OutboxError  # the error as it is recorded (retryable False once the catalog's retries are spent)
+    state: State  # the row's state afterwards
+    delay_s: float | None = None  # when the next attempt is due (retry and defer)
+    attempts: int | None = None  # the row's attempt count to store when it differs from the attempt's
+    ambiguous: bool = False  # this attempt may have delivered
+    exhausted: bool = False  # poisoned because retries ran out, not because the error is permanent
+
+    @property
+    def kind(self) -> Kind:
+        """The outcome the invocation reports."""
+        if self.action is Action.DEFER:
+            return Kind.DEFERRED
+        if self.action is Action.POISON:
+            return Kind.POISONED
+        return Kind.RETRY
+
+
+def waiting_state(attempt: Attempt) -> State:
+    """The row's state while the message waits: a lookup that found nothing settled the doubt about an
+    earlier attempt; an unanswered (or impossible) one keeps the row ambiguous."""
+    return State.AMBIGUOUS if attempt.after_ambiguous and attempt.lookup is not False else State.RETRYING
+
+
+def decide(err: OutboxError, attempt: Attempt, rules: RetryRules, *, rng: random.Random) -> Decision:
+    """Poison, retry (after which delay), or defer without counting the attempt."""
+    if err.code in PAUSED_CODES:
+        state = waiting_state(attempt)
+        if state is State.RETRYING and attempt.previous_state in (None, State.QUEUED):
+            state = State.QUEUED  # never tried: a deferral does not make it a retry
+        return Decision(Action.DEFER, err, state, delay_s=max(1.0, float(err.retry_after or 1.0)),
+                        attempts=max(0, attempt.number - 1))
+
+    if err.maybe_delivered:
+        if (rules.on_ambiguous == "poison" and not attempt.now_mode) or attempt.number >= rules.max_attempts:
+            return Decision(Action.POISON, err, State.POISONED, ambiguous=True)
+        return Decision(Action.RETRY, err, State.AMBIGUOUS, delay_s=_delay(err, attempt, rules, rng),
+                        ambiguous=True)
+
+    if not err.retryable or err.category == "invalid_message":
+        return Decision(Action.POISON, err, State.POISONED)
+
+    if err.max_retries is not None:
+        # The transports already spend a "refresh credentials" retry in-process (a fresh token after
+        # 535 5.7.3 or a 401, a re-read certificate after AADSTS700027), so that one is not repeated.
+        catalog_limit = max(1, 1 + err.max_retries - (1 if err.refresh_credentials else 0))
+        if attempt.number >= catalog_limit:
+            # A requeue unchanged cannot succeed, and the envelope must not tell an operator's tool it can.
+            return Decision(Action.POISON, err.replace(retryable=False), State.POISONED, exhausted=True)
+    if attempt.number >= rules.max_attempts:
+        return Decision(Action.POISON, err, State.POISONED, exhausted=True)
+    return Decision(Action.RETRY, err, waiting_state(attempt), delay_s=_delay(err, attempt, rules, rng))
+
+
+def _delay(err: OutboxError, attempt: Attempt, rules: RetryRules, rng: random.Random) -> float:
+    return retry_delay_s(attempt.number, retry_after=err.retry_after, base_s=rules.backoff_base_s,
+                         max_s=rules.backoff_max_s, retry_after_max_s=rules.retry_after_max_s, rng=rng)
