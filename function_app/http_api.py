@@ -113,7 +113,7 @@ def _unavailable(req: func.HttpRequest, progress: Any, exc: Exception, *, mode: 
     log.warning("a dependency failed (mode=%s): %s: %s", mode, type(exc).__name__, redact(str(exc))[:300])
     if progress.abandoned:
         raise Abandoned  # the caller had its 503 already
-    late = Late(progress.message_id, may_have_committed=progress.committing)
+    late: Late[Any] = Late(progress.message_id, may_have_committed=progress.committing)
     return _late(late, req, mode=mode, retry_after_s=retry_after_s,
                  reason=f"a dependency failed ({type(exc).__name__})")
 
@@ -146,15 +146,16 @@ def handle_send(req: func.HttpRequest) -> func.HttpResponse:
                         "the request body is not a JSON message object")
 
     try:
-        from function_app.runtime import pipeline
+        from function_app.runtime import runtime
 
-        pipe = pipeline()
+        parts = runtime()
     except (SettingsError, OutboxError) as exc:
         return _config_failure(exc)
 
     from shared.deadline import Abandoned, Late, run_with_deadline
 
-    deadline = pipe.settings.api_deadline_s
+    pipe = parts.pipeline
+    deadline = parts.settings.api_deadline_s
     if mode == "queue":
         from shared.acceptance import NotAccepted
         from shared.pipeline import IdConflict

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 log = logging.getLogger("outbox.deadline")
@@ -98,7 +98,7 @@ def run_with_deadline(work: Callable[[Progress], T], deadline_s: float) -> T | L
         return Late(progress.message_id, may_have_committed=committed)
 
 
-def _log_late_failure(future: Future[object]) -> None:
+def _log_late_failure(future: Future[Any]) -> None:
     exc = future.exception()
     if exc is not None and not isinstance(exc, Abandoned):
         log.warning("work answered late failed afterwards: %s: %s", type(exc).__name__, exc)

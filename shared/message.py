@@ -20,6 +20,7 @@ import mimetypes
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeGuard
 
 from shared.addresses import (
     Address,
@@ -885,7 +886,7 @@ def check_attachment_sources(message: Message, containers: Sequence[str]) -> Non
 # ----------------------------------------------------------------------------- serialising
 
 
-def valid_message_id(value: object) -> bool:
+def valid_message_id(value: object) -> TypeGuard[str]:
     """Whether ``value`` is a message id as design.md defines it."""
     return isinstance(value, str) and _ID.match(value) is not None
 

@@ -33,15 +33,18 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.acceptance import Accepted, NotAccepted, accept
 from shared.deadline import Abandoned, Progress
 from shared.decision import Action, Attempt, decide
-from shared.errors import OutboxError, redact
+from shared.errors import ConfigError, OutboxError, redact
 from shared.events import log_outcome, outcome_event
 from shared.message import Message
 from shared.states import Kind, State
+
+if TYPE_CHECKING:
+    from shared.ports import BlobSource, PipelineSettings, QueuePort, StatusPort, Transport, TransportSource
 from shared.storage.queues import poison_envelope
 from shared.storage.status import Claim, ClaimKind, StatusRow
 
@@ -171,11 +174,11 @@ class Pipeline:
 
     def __init__(
         self,
-        settings: Any,
-        senders: Any,
-        status: Any,
-        queues: Any,
-        blobs: Any,
+        settings: PipelineSettings,
+        senders: TransportSource | None,
+        status: StatusPort,
+        queues: QueuePort,
+        blobs: BlobSource | None,
         clock: Clock = _utcnow,
         *,
         rng: random.Random | None = None,
@@ -283,6 +286,9 @@ class Pipeline:
 
         work.attempt = claim.row.attempts
         try:
+            if self.senders is None:
+                raise ConfigError("this pipeline was built without transports (enqueue only)",
+                                  code="outbox.no_transports")
             transport = self.senders.transport(transport_name)
         except OutboxError as err:  # e.g. a transport that cannot be built from the settings: config
             return self._failed(work, ctx, err)
@@ -315,7 +321,7 @@ class Pipeline:
         return self._outcome(Kind.SENT, work, ctx, state=State.SENT, request_ids=ids, sent_via="send",
                              extra={"path": getattr(result, "path", None)})
 
-    def _settle_previous_attempt(self, work: _Work, ctx: _Ctx, transport: Any) -> Outcome | None:
+    def _settle_previous_attempt(self, work: _Work, ctx: _Ctx, transport: Transport) -> Outcome | None:
         """An earlier attempt may have delivered (ambiguous, or it died while sending). Returns the
         outcome when that settles the message, None when it is to be sent (again)."""
         claim = work.claim
@@ -328,6 +334,7 @@ class Pipeline:
             work.possibly_duplicated = True
             return None
         try:
+            assert work.imid is not None
             found = transport.find_sent(work.message, internet_message_id=work.imid)
         except OutboxError as err:
             return self._failed(work, ctx, err)

@@ -41,7 +41,7 @@ class Runtime:
     @property
     def blobs(self) -> AzureBlobSource | None:
         """The attachment reader; None when built without sending."""
-        return self.pipeline.blobs
+        return self.stores.blobs if self.senders is not None else None
 
     def close(self) -> None:
         """Close every part that holds connections; one that fails to close does not keep the others open."""

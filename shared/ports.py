@@ -1,0 +1,76 @@
+"""The seams the pipeline is built on, as Protocols: what it needs from its status table, its queues, its
+transports and its settings, and nothing more.
+
+The production parts (shared.storage.*, shared.senders.Senders, shared.settings.Settings) satisfy them
+structurally; a test or a benchmark can put anything with the same methods in their place (the pipeline
+tests script the transports, bench_pipeline keeps the status rows in a dict). A new store or transport
+goes behind one of these, and the pipeline does not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared.acceptance import AcceptanceRules
+from shared.decision import RetryRules
+
+if TYPE_CHECKING:
+    from shared.errors import OutboxError
+    from shared.storage.status import Claim, Queued, StatusRow
+    from shared.transports.base import BlobSource, Transport
+
+__all__ = ["BlobSource", "PipelineSettings", "QueuePort", "StatusPort", "Transport", "TransportSource"]
+
+
+class PipelineSettings(AcceptanceRules, RetryRules, Protocol):
+    """The settings the pipeline reads (shared.settings.Settings has them all)."""
+
+    @property
+    def lease_s(self) -> float: ...
+
+
+class StatusPort(Protocol):
+    """The status table: one row per message id (shared.storage.status.StatusStore)."""
+
+    def get(self, message_id: str) -> StatusRow | None: ...
+
+    def claim(self, message_id: str, *, owner: str, lease_s: float, transport: str | None, mailbox: str | None,
+              internet_message_id: str | None = None, fingerprint: str | None = None) -> Claim: ...
+
+    def record_queued(self, message_id: str, *, transport: str | None, mailbox: str | None,
+                      internet_message_id: str | None = None, fingerprint: str | None = None) -> Queued: ...
+
+    def record_invalid(self, message_id: str, *, error: OutboxError, mailbox: str | None = None) -> bool: ...
+
+    def mark_sent(self, message_id: str, *, transport: str | None, request_ids: Iterable[str | None] = (),
+                  sent_via: str = "send", possibly_duplicated: bool | None = None,
+                  previous: StatusRow | None = None) -> None: ...
+
+    def mark_retrying(self, message_id: str, *, error: OutboxError, delay_s: float, state: str = "retrying",
+                      attempts: int | None = None, request_ids: Iterable[str | None] = (),
+                      previous: StatusRow | None = None) -> None: ...
+
+    def mark_poisoned(self, message_id: str, *, error: OutboxError, attempts: int | None = None,
+                      transport: str | None = None, mailbox: str | None = None,
+                      request_ids: Iterable[str | None] = (), previous: StatusRow | None = None,
+                      state: str = "poisoned") -> None: ...
+
+    def release(self, message_id: str, *, attempts: int, state: str, delay_s: float,
+                previous: StatusRow | None = None) -> None: ...
+
+
+class QueuePort(Protocol):
+    """The work queue and its poison queue (shared.storage.queues.QueueStore)."""
+
+    def enqueue(self, message: Mapping[str, Any], *, delay_s: float = 0.0) -> str: ...
+
+    def requeue(self, message: Mapping[str, Any], *, delay_s: float) -> str: ...
+
+    def poison(self, envelope: dict[str, Any], *, message_id: str | None = None) -> str: ...
+
+
+class TransportSource(Protocol):
+    """The transports by name (shared.senders.Senders)."""
+
+    def transport(self, name: str) -> Transport: ...
