@@ -5,7 +5,10 @@ local host, else ``./local.settings.json`` when the environment is the real one)
 the registry below. The Functions host puts app settings in the environment, so the function itself
 only ever sees the first layer.
 
-``SETTINGS`` is the registry: the drift test compares it with Bicep and ``local.settings.example.json``.
+Each setting is declared once, as a field of :class:`Settings` (``setting(name, default, doc, read)``):
+that one declaration is its parse rule, its typed attribute and its line in docs/settings.md.
+``SETTINGS``, the registry built from those fields, is what the drift test compares with Bicep and
+``local.settings.example.json``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ import os
 import re
 import ssl
 import threading
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
@@ -47,74 +50,47 @@ class SettingsError(ConfigError, ValueError):
         )
 
 
+Read = Callable[["_Reader", str], Any]
+
+
 @dataclass(frozen=True)
 class SettingSpec:
+    """One setting: its name, default and doc (docs/settings.md), who reads it, and how it is parsed."""
+
     name: str
     default: str | None
     doc: str
     scope: Scope = "function"
     required: bool = False
+    read: Read = field(default=lambda r, name: r.text(name), compare=False, repr=False)
 
 
-def _spec(name: str, default: str | None, doc: str, scope: Scope = "function", required: bool = False):
-    return name, SettingSpec(name, default, doc, scope, required)
+def setting(name: str, default: str | None, doc: str, read: Read | None = None, *, scope: Scope = "function",
+            required: bool = False) -> Any:
+    """A field of :class:`Settings` read from the setting ``name``: the one place a setting is declared."""
+    spec = SettingSpec(name, default, doc, scope, required, read or (lambda r, n: r.text(n)))
+    return field(metadata={"setting": spec})
 
 
-SETTINGS: dict[str, SettingSpec] = dict(
-    [
-        # Queue and storage.
-        _spec("OUTBOX_QUEUE", None, "Queue the trigger reads; poison goes to <queue>-poison.", required=True),
-        _spec("OUTBOX_STATUS_TABLE", "outboxstatus", "Table holding one status row per message id."),
-        _spec("OUTBOX_ATTACHMENTS_CONTAINER", "outbox-attachments",
-              "Blob container for attachment claim checks and oversized poison originals."),
-        _spec("OUTBOX_ATTACHMENT_CONTAINERS", "",
-              "Comma list of further containers producers may name in an attachment's blob (the attachment "
-              "container is always allowed; the host's azure-webjobs-* and app-package-* never)."),
-        # Identity.
-        _spec("OUTBOX_TENANT_ID", None, "Entra tenant of the sending app registration."),
-        _spec("OUTBOX_CLIENT_ID", None, "Client id of the app registration that sends mail (not the function identity)."),
-        _spec("OUTBOX_KEYVAULT_URL", None, "Key Vault holding the app's certificate, e.g. https://kv-x.vault.azure.net/."),
-        _spec("OUTBOX_CERT_NAME", None, "Name of the Key Vault certificate (read through the secrets API)."),
-        # Sending.
-        _spec("OUTBOX_TRANSPORT", "graph", "Default transport when a message names none: graph or smtp."),
-        _spec("OUTBOX_ALLOWED_SENDERS", "", "Comma list of sender addresses or *@domain; empty allows nobody."),
-        _spec("OUTBOX_ON_AMBIGUOUS", "lookup", "When a send may have happened: lookup, resend or poison."),
-        _spec("OUTBOX_MAX_ATTEMPTS", "8", "Attempts before a retryable failure is poisoned."),
-        _spec("OUTBOX_BACKOFF_BASE_S", "5", "First retry delay in seconds (doubles each attempt, with jitter)."),
-        _spec("OUTBOX_BACKOFF_MAX_S", "900", "Longest retry delay in seconds."),
-        _spec("OUTBOX_RETRY_AFTER_MAX_S", "900", "Cap on a server's Retry-After, in seconds."),
-        # Endpoints.
-        _spec("OUTBOX_CLOUD", "public", "public, usgov, usgovdod or china: picks hosts and token scopes."),
-        _spec("OUTBOX_AUTHORITY_HOST", "", "Override of the Entra authority host (https URL)."),
-        _spec("OUTBOX_GRAPH_URL", "", "Override of the Graph base URL."),
-        _spec("OUTBOX_SMTP_HOST", "", "Override of the SMTP submission host."),
-        _spec("OUTBOX_SMTP_PORT", "587", "SMTP submission port (STARTTLS is always required)."),
-        # Trust.
-        _spec("OUTBOX_CA_BUNDLE", "", "PEM file of CA certificates every outbound TLS client is given."),
-        # Tuning: every time-based behaviour is a setting so tests run it in seconds.
-        _spec("OUTBOX_HTTP_TIMEOUT_S", "30", "Read/write timeout of Graph requests, in seconds."),
-        _spec("OUTBOX_SMTP_TIMEOUT_S", "30", "Socket timeout of SMTP commands, in seconds."),
-        _spec("OUTBOX_GRAPH_CONCURRENCY", "4", "Graph requests in flight per mailbox per process (Outlook allows 4)."),
-        _spec("OUTBOX_SMTP_CONNECTIONS", "3", "SMTP connections per mailbox per process (Exchange allows 3)."),
-        _spec("OUTBOX_GRAPH_BUDGET_REQUESTS", "10000", "Graph requests per mailbox per budget window."),
-        _spec("OUTBOX_GRAPH_BUDGET_WINDOW_S", "600", "Length of the Graph request budget window, in seconds."),
-        _spec("OUTBOX_SMTP_RATE_PER_WINDOW", "30", "SMTP messages per mailbox per rate window."),
-        _spec("OUTBOX_SMTP_RATE_WINDOW_S", "60", "Length of the SMTP rate window, in seconds."),
-        _spec("OUTBOX_PACING_MAX_WAIT_S", "2", "Longest in-process wait for a mailbox slot before re-queueing."),
-        _spec("OUTBOX_CERT_REFRESH_S", "3600", "How often the certificate is re-read from Key Vault, in seconds."),
-        _spec("OUTBOX_CERT_EXPIRY_MARGIN_S", "604800", "Re-read the certificate when it expires within this many seconds."),
-        _spec("OUTBOX_SMTP_IDLE_S", "60", "Idle SMTP sessions are closed after this many seconds."),
-        _spec("OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds."),
-        _spec("OUTBOX_LARGE_ATTACHMENT_BYTES", str(3 * MiB), "Attachments this large go through an upload session."),
-        _spec("OUTBOX_UPLOAD_CHUNK_BYTES", str(3 * MiB), "Byte range per upload-session PUT (under 4 MiB)."),
-        _spec("OUTBOX_API_DEADLINE_S", "8", "Longest an HTTP function works before it answers 503 with Retry-After."),
-        _spec("OUTBOX_STORAGE_TIMEOUT_S", "20",
-              "Connect and read timeout of each storage request, in seconds (bounds a stalled emulator or account)."),
-        # CLI only.
-        _spec("OUTBOX_API_URL", "", "Base URL of the HTTP function, for `outbox send`.", scope="cli"),
-        _spec("OUTBOX_API_KEY", "", "Function key for the HTTP function.", scope="cli"),
-    ]
-)
+def optional(r: _Reader, name: str) -> str | None:
+    return r.optional(name)
+
+
+def https_url(r: _Reader, name: str) -> str | None:
+    return r.https_url(name)
+
+
+def whole(minimum: int = 0) -> Read:
+    return lambda r, name: r.number(name, int, minimum)
+
+
+def number(minimum: float = 0.0) -> Read:
+    return lambda r, name: r.number(name, float, minimum)
+
+
+def choice(*allowed: str) -> Read:
+    return lambda r, name: r.choice(name, allowed)
+
 
 # Names the code reads that belong to the platform, not to outbox's contract.
 PLATFORM_SETTINGS = (
@@ -217,50 +193,120 @@ class StorageConfig:
 
 @dataclass(frozen=True)
 class Settings:
-    queue: str
-    status_table: str
-    attachments_container: str
-    attachment_containers: tuple[str, ...]
-    storage: StorageConfig
-    tenant_id: str | None
-    client_id: str | None
-    keyvault_url: str | None
-    cert_name: str | None
-    transport: Literal["graph", "smtp"]
-    allowed_senders: tuple[str, ...]
-    on_ambiguous: Literal["lookup", "resend", "poison"]
-    max_attempts: int
-    backoff_base_s: float
-    backoff_max_s: float
-    retry_after_max_s: float
-    cloud: str
-    authority_host: str
-    graph_url: str
-    smtp_host: str
-    smtp_port: int
-    graph_scope: str
-    smtp_scope: str
-    keyvault_scope: str
-    ca_bundle: str | None
-    http_timeout_s: float
-    smtp_timeout_s: float
-    graph_concurrency: int
-    smtp_connections: int
-    graph_budget_requests: int
-    graph_budget_window_s: float
-    smtp_rate_per_window: int
-    smtp_rate_window_s: float
-    pacing_max_wait_s: float
-    cert_refresh_s: float
-    cert_expiry_margin_s: float
-    smtp_idle_s: float
-    lease_s: float
-    large_attachment_bytes: int
-    upload_chunk_bytes: int
-    api_deadline_s: float
-    storage_timeout_s: float
-    api_url: str | None
-    api_key: str | None
+    """Every setting outbox reads (``setting(...)`` fields, in the order docs/settings.md lists them),
+    then what is derived from them. ``SETTINGS``, the registry, is built from these fields."""
+
+    # Queue and storage.
+    queue: str = setting("OUTBOX_QUEUE", None, "Queue the trigger reads; poison goes to <queue>-poison.",
+                         required=True)
+    status_table: str = setting("OUTBOX_STATUS_TABLE", "outboxstatus", "Table holding one status row per message id.")
+    attachments_container: str = setting(
+        "OUTBOX_ATTACHMENTS_CONTAINER", "outbox-attachments",
+        "Blob container for attachment claim checks and oversized poison originals.")
+    attachment_containers: tuple[str, ...] = setting(
+        "OUTBOX_ATTACHMENT_CONTAINERS", "",
+        "Comma list of further containers producers may name in an attachment's blob (the attachment "
+        "container is always allowed; the host's azure-webjobs-* and app-package-* never).",
+        lambda r, name: _attachment_containers(r.text("OUTBOX_ATTACHMENTS_CONTAINER"), r.text(name), r.problems))
+    # Identity.
+    tenant_id: str | None = setting("OUTBOX_TENANT_ID", None, "Entra tenant of the sending app registration.",
+                                    optional)
+    client_id: str | None = setting(
+        "OUTBOX_CLIENT_ID", None, "Client id of the app registration that sends mail (not the function identity).",
+        optional)
+    keyvault_url: str | None = setting(
+        "OUTBOX_KEYVAULT_URL", None, "Key Vault holding the app's certificate, e.g. https://kv-x.vault.azure.net/.",
+        https_url)
+    cert_name: str | None = setting(
+        "OUTBOX_CERT_NAME", None, "Name of the Key Vault certificate (read through the secrets API).", optional)
+    # Sending.
+    transport: Literal["graph", "smtp"] = setting(
+        "OUTBOX_TRANSPORT", "graph", "Default transport when a message names none: graph or smtp.",
+        choice("graph", "smtp"))
+    allowed_senders: tuple[str, ...] = setting(
+        "OUTBOX_ALLOWED_SENDERS", "", "Comma list of sender addresses or *@domain; empty allows nobody.",
+        lambda r, name: _allowed_senders(r.text(name), r.problems))
+    on_ambiguous: Literal["lookup", "resend", "poison"] = setting(
+        "OUTBOX_ON_AMBIGUOUS", "lookup", "When a send may have happened: lookup, resend or poison.",
+        choice("lookup", "resend", "poison"))
+    max_attempts: int = setting("OUTBOX_MAX_ATTEMPTS", "8", "Attempts before a retryable failure is poisoned.",
+                                whole(1))
+    backoff_base_s: float = setting(
+        "OUTBOX_BACKOFF_BASE_S", "5", "First retry delay in seconds (doubles each attempt, with jitter).", number())
+    backoff_max_s: float = setting("OUTBOX_BACKOFF_MAX_S", "900", "Longest retry delay in seconds.", number())
+    retry_after_max_s: float = setting(
+        "OUTBOX_RETRY_AFTER_MAX_S", "900", "Cap on a server's Retry-After, in seconds.", number())
+    # Endpoints.
+    cloud: str = setting("OUTBOX_CLOUD", "public", "public, usgov, usgovdod or china: picks hosts and token scopes.",
+                         choice(*CLOUDS))
+    authority_host: str = setting(
+        "OUTBOX_AUTHORITY_HOST", "", "Override of the Entra authority host (https URL).",
+        lambda r, name: r.https_url(name) or _cloud(r).authority_host)
+    graph_url: str = setting("OUTBOX_GRAPH_URL", "", "Override of the Graph base URL.",
+                             lambda r, name: r.https_url(name) or _cloud(r).graph_url)
+    smtp_host: str = setting("OUTBOX_SMTP_HOST", "", "Override of the SMTP submission host.",
+                             lambda r, name: r.optional(name) or _cloud(r).smtp_host)
+    smtp_port: int = setting("OUTBOX_SMTP_PORT", "587", "SMTP submission port (STARTTLS is always required).",
+                             whole(1))
+    # Trust.
+    ca_bundle: str | None = setting(
+        "OUTBOX_CA_BUNDLE", "", "PEM file of CA certificates every outbound TLS client is given.",
+        lambda r, name: _ca_bundle(r.optional(name), r.problems))
+    # Tuning: every time-based behaviour is a setting so tests run it in seconds.
+    http_timeout_s: float = setting(
+        "OUTBOX_HTTP_TIMEOUT_S", "30", "Read/write timeout of Graph requests, in seconds.", number(0.001))
+    smtp_timeout_s: float = setting(
+        "OUTBOX_SMTP_TIMEOUT_S", "30", "Socket timeout of SMTP commands, in seconds.", number(0.001))
+    graph_concurrency: int = setting(
+        "OUTBOX_GRAPH_CONCURRENCY", "4", "Graph requests in flight per mailbox per process (Outlook allows 4).",
+        whole(1))
+    smtp_connections: int = setting(
+        "OUTBOX_SMTP_CONNECTIONS", "3", "SMTP connections per mailbox per process (Exchange allows 3).", whole(1))
+    graph_budget_requests: int = setting(
+        "OUTBOX_GRAPH_BUDGET_REQUESTS", "10000", "Graph requests per mailbox per budget window.", whole(1))
+    graph_budget_window_s: float = setting(
+        "OUTBOX_GRAPH_BUDGET_WINDOW_S", "600", "Length of the Graph request budget window, in seconds.",
+        number(0.001))
+    smtp_rate_per_window: int = setting(
+        "OUTBOX_SMTP_RATE_PER_WINDOW", "30", "SMTP messages per mailbox per rate window.", whole(1))
+    smtp_rate_window_s: float = setting(
+        "OUTBOX_SMTP_RATE_WINDOW_S", "60", "Length of the SMTP rate window, in seconds.", number(0.001))
+    pacing_max_wait_s: float = setting(
+        "OUTBOX_PACING_MAX_WAIT_S", "2", "Longest in-process wait for a mailbox slot before re-queueing.", number())
+    cert_refresh_s: float = setting(
+        "OUTBOX_CERT_REFRESH_S", "3600", "How often the certificate is re-read from Key Vault, in seconds.", number())
+    cert_expiry_margin_s: float = setting(
+        "OUTBOX_CERT_EXPIRY_MARGIN_S", "604800",
+        "Re-read the certificate when it expires within this many seconds.", number())
+    smtp_idle_s: float = setting(
+        "OUTBOX_SMTP_IDLE_S", "60", "Idle SMTP sessions are closed after this many seconds.", number())
+    lease_s: float = setting(
+        "OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds.",
+        number(0.001))
+    large_attachment_bytes: int = setting(
+        "OUTBOX_LARGE_ATTACHMENT_BYTES", str(3 * MiB), "Attachments this large go through an upload session.",
+        whole(1))
+    upload_chunk_bytes: int = setting(
+        "OUTBOX_UPLOAD_CHUNK_BYTES", str(3 * MiB), "Byte range per upload-session PUT (under 4 MiB).",
+        lambda r, name: _upload_chunk(r.number(name, int, 1), r.problems))
+    api_deadline_s: float = setting(
+        "OUTBOX_API_DEADLINE_S", "8", "Longest an HTTP function works before it answers 503 with Retry-After.",
+        number(0.001))
+    storage_timeout_s: float = setting(
+        "OUTBOX_STORAGE_TIMEOUT_S", "20",
+        "Connect and read timeout of each storage request, in seconds (bounds a stalled emulator or account).",
+        number(0.001))
+    # CLI only.
+    api_url: str | None = setting("OUTBOX_API_URL", "", "Base URL of the HTTP function, for `outbox send`.",
+                                  optional, scope="cli")
+    api_key: str | None = setting("OUTBOX_API_KEY", "", "Function key for the HTTP function.", optional,
+                                  scope="cli")
+
+    # Derived: the storage connection (platform settings) and the token scopes of the cloud.
+    storage: StorageConfig = field(default_factory=lambda: StorageConfig())
+    graph_scope: str = ""
+    smtp_scope: str = ""
+    keyvault_scope: str = ""
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _ssl: dict[str, ssl.SSLContext] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -301,6 +347,11 @@ class Settings:
         }
         if missing:
             raise SettingsError(missing)
+
+
+SETTINGS: dict[str, SettingSpec] = {
+    f.metadata["setting"].name: f.metadata["setting"] for f in fields(Settings) if "setting" in f.metadata
+}
 
 
 def read_settings_file(path: str | Path) -> dict[str, str]:
@@ -418,6 +469,31 @@ _CONTAINER_NAME = re.compile(r"[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}\Z")
 HOST_CONTAINER_PREFIXES = ("azure-webjobs-", "app-package-")
 
 
+def _cloud(r: _Reader) -> Cloud:
+    return CLOUDS.get(r.text("OUTBOX_CLOUD").lower(), CLOUDS["public"])
+
+
+def _allowed_senders(text: str, problems: dict[str, str]) -> tuple[str, ...]:
+    senders = tuple(s.strip().lower() for s in text.split(",") if s.strip())
+    for pattern in senders:
+        local, at, domain = pattern.rpartition("@")
+        if not at or not local or not domain or ("*" in local and local != "*") or "*" in domain:
+            problems["OUTBOX_ALLOWED_SENDERS"] = f"entries are addresses or *@domain, got {pattern!r}"
+    return senders
+
+
+def _ca_bundle(path: str | None, problems: dict[str, str]) -> str | None:
+    if path and not Path(path).is_file():
+        problems["OUTBOX_CA_BUNDLE"] = f"no such file: {path}"
+    return path
+
+
+def _upload_chunk(size: int, problems: dict[str, str]) -> int:
+    if size >= 4 * MiB:
+        problems["OUTBOX_UPLOAD_CHUNK_BYTES"] = "must be under 4 MiB (Graph's limit per upload range)"
+    return size
+
+
 def _attachment_containers(main: str, extra: str, problems: dict[str, str]) -> tuple[str, ...]:
     """The containers an attachment's ``blob`` may name: the attachment container, then the extra list."""
     names = [main] + [name.strip() for name in extra.split(",") if name.strip()]
@@ -446,84 +522,16 @@ def load_settings(
     r = _Reader(values)
     problems = r.problems
 
-    queue = r.text("OUTBOX_QUEUE")
-    if not queue:
+    parsed = {f.name: f.metadata["setting"].read(r, f.metadata["setting"].name)
+              for f in fields(Settings) if "setting" in f.metadata}
+    if not parsed["queue"]:
         problems["OUTBOX_QUEUE"] = "required (the trigger binds %OUTBOX_QUEUE%); the templates use 'outbox'"
     storage = _storage(values, problems)
     if not require_storage:
         problems.pop("AzureWebJobsStorage", None)
-
-    cloud_name = r.choice("OUTBOX_CLOUD", tuple(CLOUDS))
-    cloud = CLOUDS[cloud_name]
-    authority_host = r.https_url("OUTBOX_AUTHORITY_HOST") or cloud.authority_host
-    graph_url = r.https_url("OUTBOX_GRAPH_URL") or cloud.graph_url
-    keyvault_url = r.https_url("OUTBOX_KEYVAULT_URL")
-
-    ca_bundle = r.optional("OUTBOX_CA_BUNDLE")
-    if ca_bundle and not Path(ca_bundle).is_file():
-        problems["OUTBOX_CA_BUNDLE"] = f"no such file: {ca_bundle}"
-
-    senders = tuple(s.strip().lower() for s in r.text("OUTBOX_ALLOWED_SENDERS").split(",") if s.strip())
-    for pattern in senders:
-        local, at, domain = pattern.rpartition("@")
-        if not at or not local or not domain or ("*" in local and local != "*") or "*" in domain:
-            problems["OUTBOX_ALLOWED_SENDERS"] = f"entries are addresses or *@domain, got {pattern!r}"
-
-    upload_chunk = r.number("OUTBOX_UPLOAD_CHUNK_BYTES", int, 1)
-    if upload_chunk >= 4 * MiB:
-        problems["OUTBOX_UPLOAD_CHUNK_BYTES"] = "must be under 4 MiB (Graph's limit per upload range)"
-
-    attachments_container = r.text("OUTBOX_ATTACHMENTS_CONTAINER")
-    attachment_containers = _attachment_containers(attachments_container, r.text("OUTBOX_ATTACHMENT_CONTAINERS"),
-                                                   problems)
-
-    settings = Settings(
-        queue=queue,
-        status_table=r.text("OUTBOX_STATUS_TABLE"),
-        attachments_container=attachments_container,
-        attachment_containers=attachment_containers,
-        storage=storage,
-        tenant_id=r.optional("OUTBOX_TENANT_ID"),
-        client_id=r.optional("OUTBOX_CLIENT_ID"),
-        keyvault_url=keyvault_url,
-        cert_name=r.optional("OUTBOX_CERT_NAME"),
-        transport=r.choice("OUTBOX_TRANSPORT", ("graph", "smtp")),  # type: ignore[arg-type]
-        allowed_senders=senders,
-        on_ambiguous=r.choice("OUTBOX_ON_AMBIGUOUS", ("lookup", "resend", "poison")),  # type: ignore[arg-type]
-        max_attempts=r.number("OUTBOX_MAX_ATTEMPTS", int, 1),
-        backoff_base_s=r.number("OUTBOX_BACKOFF_BASE_S", float),
-        backoff_max_s=r.number("OUTBOX_BACKOFF_MAX_S", float),
-        retry_after_max_s=r.number("OUTBOX_RETRY_AFTER_MAX_S", float),
-        cloud=cloud_name,
-        authority_host=authority_host,
-        graph_url=graph_url,
-        smtp_host=r.optional("OUTBOX_SMTP_HOST") or cloud.smtp_host,
-        smtp_port=r.number("OUTBOX_SMTP_PORT", int, 1),
-        graph_scope=cloud.graph_scope,
-        smtp_scope=cloud.smtp_scope,
-        keyvault_scope=cloud.keyvault_scope,
-        ca_bundle=ca_bundle,
-        http_timeout_s=r.number("OUTBOX_HTTP_TIMEOUT_S", float, 0.001),
-        smtp_timeout_s=r.number("OUTBOX_SMTP_TIMEOUT_S", float, 0.001),
-        graph_concurrency=r.number("OUTBOX_GRAPH_CONCURRENCY", int, 1),
-        smtp_connections=r.number("OUTBOX_SMTP_CONNECTIONS", int, 1),
-        graph_budget_requests=r.number("OUTBOX_GRAPH_BUDGET_REQUESTS", int, 1),
-        graph_budget_window_s=r.number("OUTBOX_GRAPH_BUDGET_WINDOW_S", float, 0.001),
-        smtp_rate_per_window=r.number("OUTBOX_SMTP_RATE_PER_WINDOW", int, 1),
-        smtp_rate_window_s=r.number("OUTBOX_SMTP_RATE_WINDOW_S", float, 0.001),
-        pacing_max_wait_s=r.number("OUTBOX_PACING_MAX_WAIT_S", float),
-        cert_refresh_s=r.number("OUTBOX_CERT_REFRESH_S", float),
-        cert_expiry_margin_s=r.number("OUTBOX_CERT_EXPIRY_MARGIN_S", float),
-        smtp_idle_s=r.number("OUTBOX_SMTP_IDLE_S", float),
-        lease_s=r.number("OUTBOX_LEASE_S", float, 0.001),
-        large_attachment_bytes=r.number("OUTBOX_LARGE_ATTACHMENT_BYTES", int, 1),
-        upload_chunk_bytes=upload_chunk,
-        api_deadline_s=r.number("OUTBOX_API_DEADLINE_S", float, 0.001),
-        storage_timeout_s=r.number("OUTBOX_STORAGE_TIMEOUT_S", float, 0.001),
-        api_url=r.optional("OUTBOX_API_URL"),
-        api_key=r.optional("OUTBOX_API_KEY"),
-        raw=values,
-    )
+    cloud = _cloud(r)
+    settings = Settings(**parsed, storage=storage, graph_scope=cloud.graph_scope, smtp_scope=cloud.smtp_scope,
+                        keyvault_scope=cloud.keyvault_scope, raw=values)
     if problems:
         raise SettingsError(problems)
     return settings
