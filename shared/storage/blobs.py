@@ -1,7 +1,7 @@
 """Attachments by reference ("claim check"): a message names ``container/path`` in blob storage.
 
-Reads stream with ranged downloads, so a 100 MB attachment never sits in memory whole when the
-transport can upload it in pieces (Graph upload sessions).
+Reads stream one range at a time (``read_range``), each range PUT to Graph's upload session as it is read:
+a 150 MB attachment never sits in memory, whole or in pieces kept alive (benchmarks/bench_memory.py).
 """
 
 from __future__ import annotations
@@ -89,21 +89,16 @@ class AzureBlobSource:
         except Exception as exc:
             raise self._classified(ref, exc) from exc
 
-    def read_chunks(self, ref: str, chunk_size: int) -> Iterator[bytes]:
-        """The blob in consecutive pieces of ``chunk_size`` bytes (the last may be shorter)."""
+    def read_range(self, ref: str, offset: int, length: int) -> Iterator[bytes]:
+        """One range of the blob as the SDK streams it (one ranged GET, read in its own pieces)."""
         client = self._client(ref)
-        total = self.size(ref)
-        offset = 0
-        while offset < total:
-            length = min(chunk_size, total - offset)
-            try:
-                data = client.download_blob(offset=offset, length=length).readall()
-            except Exception as exc:
-                raise self._classified(ref, exc) from exc
-            if not data:
-                break
-            yield data
-            offset += len(data)
+        try:
+            stream = client.download_blob(offset=offset, length=length, max_concurrency=1)
+            yield from stream.chunks()
+        except OutboxError:
+            raise
+        except Exception as exc:
+            raise self._classified(ref, exc) from exc
 
     def read_all(self, ref: str) -> bytes:
         try:

@@ -271,27 +271,25 @@ class GraphTransport:
                 request_sent=True, status=response.status_code, detail="createUploadSession returned no uploadUrl",
             )
         chunk = self._settings.upload_chunk_bytes
-        if att.content is not None:
-            pieces: Iterable[bytes] = _slices(att.content, chunk)
-        else:
-            pieces = _rechunk(self._require_blobs(blobs, att).read_chunks(att.blob or "", chunk), chunk)
-        offset = 0
-        for piece in pieces:
-            end = offset + len(piece)
-            if end > size:
-                raise _size_changed(att, size)
+        for offset in range(0, size, chunk):
+            length = min(chunk, size - offset)
             headers = {
-                "Content-Range": f"bytes {offset}-{end - 1}/{size}",
+                "Content-Range": f"bytes {offset}-{offset + length - 1}/{size}",
+                "Content-Length": str(length),
                 "Content-Type": "application/octet-stream",
             }
+            if att.content is not None:
+                piece: bytes | Iterator[bytes] = att.content[offset : offset + length]
+            else:
+                # Streamed from the blob into the request: no copy of the range stays behind, where a
+                # bytes body would live on in httpx's request until the garbage collector found it.
+                source = self._require_blobs(blobs, att).read_range(att.blob or "", offset, length)
+                piece = _exactly(source, length, att, size)
             # The upload URL carries its own authorisation: a bearer token there is refused.
             self._request(
                 "PUT", upload_url, mailbox=mailbox, operation="upload", content=piece,
                 headers=headers, authorize=False,
             )
-            offset = end
-        if offset != size:
-            raise _size_changed(att, size)
 
     def _discard_draft(self, message_url: str, mailbox: str) -> None:
         """Best effort: a failed large send should not leave a draft behind in the mailbox."""
@@ -331,7 +329,7 @@ class GraphTransport:
         *,
         mailbox: str,
         operation: str,
-        content: bytes | None = None,
+        content: bytes | Iterator[bytes] | None = None,
         params: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
         authorize: bool = True,
@@ -404,22 +402,16 @@ def _json(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _slices(data: bytes, size: int) -> Iterator[bytes]:
-    view = memoryview(data)
-    for start in range(0, len(data), size):
-        yield bytes(view[start : start + size])
-
-
-def _rechunk(chunks: Iterable[bytes], size: int) -> Iterator[bytes]:
-    """Ranges of exactly ``size`` bytes (the last one shorter) from chunks of any size."""
-    buffer = bytearray()
-    for chunk in chunks:
-        buffer += chunk
-        while len(buffer) >= size:
-            yield bytes(buffer[:size])
-            del buffer[:size]
-    if buffer:
-        yield bytes(buffer)
+def _exactly(pieces: Iterable[bytes], length: int, att: Attachment, size: int) -> Iterator[bytes]:
+    """``pieces`` as they come, checked to add up to ``length`` (the blob changed under us otherwise)."""
+    seen = 0
+    for piece in pieces:
+        seen += len(piece)
+        if seen > length:
+            raise _size_changed(att, size)
+        yield piece
+    if seen != length:
+        raise _size_changed(att, size)
 
 
 def _size_changed(att: Attachment, size: int) -> OutboxError:

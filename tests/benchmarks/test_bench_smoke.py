@@ -49,6 +49,15 @@ def test_coldstart_reaches_a_first_send_in_a_fresh_process() -> None:
     assert int(summary.group(1)) > int(summary.group(2)) > 0
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_memory_measures_a_blob_upload_in_a_fresh_process() -> None:
+    out = _bench("benchmarks.bench_memory", "--quick")
+    line = re.search(r"10 MB attachment: (\w+) .*growth ([\d.]+) MB", out)
+    assert line is not None and line.group(1) == "sent", out
+    assert "SUMMARY memory:" in out
+
+
 def test_run_finds_every_benchmark_and_their_quick_flags() -> None:
     names = run.discover()
     assert {"bench_goodput", "bench_coldstart"} <= set(names)

@@ -51,9 +51,9 @@ class MemoryBlobs:
     def size(self, ref: str) -> int:
         return len(self.blobs[ref])
 
-    def read_chunks(self, ref: str, chunk_size: int) -> Iterator[bytes]:
-        data = self.blobs[ref]
-        # Deliberately not the requested size: the transport must re-cut ranges itself.
+    def read_range(self, ref: str, offset: int, length: int) -> Iterator[bytes]:
+        data = self.blobs[ref][offset : offset + length]
+        # Deliberately not the range's size: the transport must stream whatever pieces come.
         for start in range(0, len(data), self.chunk):
             piece = data[start : start + self.chunk]
             self.largest_chunk = max(self.largest_chunk, len(piece))
