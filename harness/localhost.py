@@ -448,7 +448,8 @@ class LocalHost:
             self._reset_app_runtime()
             app = index_app(self.app_root, self.env)
             self.functions = indexed_functions(app)
-            workers = self.thread_count or int(os.environ.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0) or min(
+            # The Python worker's rule: the app setting, else min(32, cores + 4).
+            workers = self.thread_count or int(self.env.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0) or min(
                 32, (os.cpu_count() or 1) + 4)
             self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localhost-worker")
             env = self.env

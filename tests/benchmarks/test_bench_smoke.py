@@ -58,6 +58,15 @@ def test_memory_measures_a_blob_upload_in_a_fresh_process() -> None:
     assert "SUMMARY memory:" in out
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_mailboxes_compares_many_slow_mailboxes_with_one_fast_one() -> None:
+    out = _bench("benchmarks.bench_mailboxes", "--quick")
+    summary = re.search(r"SUMMARY mailboxes: 4 mailboxes at 100 ms reach \d+% .*429s (\d+)\)", out)
+    assert summary is not None, out
+    assert summary.group(1) == "0"  # pacing keeps every mailbox at 4 in flight: never a 429
+
+
 def test_run_finds_every_benchmark_and_their_quick_flags() -> None:
     names = run.discover()
     assert {"bench_goodput", "bench_coldstart"} <= set(names)

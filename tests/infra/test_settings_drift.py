@@ -20,7 +20,8 @@ CLI_SETTINGS = {name for name, spec in SETTINGS.items() if spec.scope == "cli"}
 
 # Keys only a local run has: the worker runtime (Flex sets it from functionAppConfig) and the Azurite
 # connection string (Azure uses the identity-based AzureWebJobsStorage__* form instead).
-LOCAL_ONLY = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "PYTHON_SCRIPT_FILE_NAME"}
+LOCAL_ONLY = {"FUNCTIONS_WORKER_RUNTIME", "AzureWebJobsStorage", "PYTHON_SCRIPT_FILE_NAME",
+              "PYTHON_THREADPOOL_THREAD_COUNT"}
 
 # Keys only the platform and the SDKs read, which Bicep sets besides outbox's own contract.
 PLATFORM_ONLY = {
@@ -33,6 +34,7 @@ PLATFORM_ONLY = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
     "AZURE_CLIENT_ID",
     "PYTHON_SCRIPT_FILE_NAME",
+    "PYTHON_THREADPOOL_THREAD_COUNT",
 }
 
 # Flex Consumption rejects these app settings (its runtime, scale and package live in functionAppConfig).
