@@ -39,6 +39,8 @@ class RetryRules(Protocol):
     def backoff_max_s(self) -> float: ...
     @property
     def retry_after_max_s(self) -> float: ...
+    @property
+    def max_age_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class Attempt:
     after_ambiguous: bool = False  # an earlier attempt may have delivered
     lookup: bool | None = None  # what the Sent Items lookup said (None: none, or it could not know)
     now_mode: bool = False  # POST /api/send?mode=now: answered, not requeued
+    age_s: float = 0.0  # since the message was first seen
+    throttled: int = 0  # throttled tries before this one (they counted no attempt)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class Decision:
     attempts: int | None = None  # the row's attempt count to store when it differs from the attempt's
     ambiguous: bool = False  # this attempt may have delivered
     exhausted: bool = False  # poisoned because retries ran out, not because the error is permanent
+    throttled: int | None = None  # the row's count of throttled tries, when this attempt was one
 
     @property
     def kind(self) -> Kind:
@@ -80,12 +85,8 @@ def waiting_state(attempt: Attempt) -> State:
 
 def decide(err: OutboxError, attempt: Attempt, rules: RetryRules, *, rng: random.Random) -> Decision:
     """Poison, retry (after which delay), or defer without counting the attempt."""
-    if err.code in PAUSED_CODES:
-        state = waiting_state(attempt)
-        if state is State.RETRYING and attempt.previous_state in (None, State.QUEUED):
-            state = State.QUEUED  # never tried: a deferral does not make it a retry
-        return Decision(Action.DEFER, err, state, delay_s=max(1.0, float(err.retry_after or 1.0)),
-                        attempts=max(0, attempt.number - 1))
+    if err.category == "throttled" and not err.maybe_delivered:
+        return _throttled(err, attempt, rules, rng)
 
     if err.maybe_delivered:
         if (rules.on_ambiguous == "poison" and not attempt.now_mode) or attempt.number >= rules.max_attempts:
@@ -106,6 +107,28 @@ def decide(err: OutboxError, attempt: Attempt, rules: RetryRules, *, rng: random
     if attempt.number >= rules.max_attempts:
         return Decision(Action.POISON, err, State.POISONED, exhausted=True)
     return Decision(Action.RETRY, err, waiting_state(attempt), delay_s=_delay(err, attempt, rules, rng))
+
+
+def _throttled(err: OutboxError, attempt: Attempt, rules: RetryRules, rng: random.Random) -> Decision:
+    """Throttling is never the message's fault (a 429 from Graph, 432 4.3.2 from Exchange, our own paused
+    or busy mailbox): it spends no attempt, so a storm longer than OUTBOX_MAX_ATTEMPTS still delivers.
+    Only age ends it: past OUTBOX_MAX_AGE_S the message is poisoned throttled, with its count of tries."""
+    tries = attempt.throttled + 1
+    if attempt.age_s >= rules.max_age_s:
+        history = (f"throttled {tries} times over {attempt.age_s:.0f} s since first seen, longer than "
+                   f"OUTBOX_MAX_AGE_S ({rules.max_age_s:.0f} s); last: {err.detail or err.code}")
+        return Decision(Action.POISON, err.replace(retryable=False, detail=history), State.POISONED,
+                        attempts=max(0, attempt.number - 1), exhausted=True, throttled=tries)
+    state = waiting_state(attempt)
+    if err.code in PAUSED_CODES:
+        if state is State.RETRYING and attempt.previous_state in (None, State.QUEUED):
+            state = State.QUEUED  # our own pacing held it back: it never reached Microsoft
+        # Its wait is exact (when the mailbox's slot or budget unit frees).
+        delay = max(1.0, float(err.retry_after or 1.0))
+    else:
+        delay = retry_delay_s(tries, retry_after=err.retry_after, base_s=rules.backoff_base_s,
+                              max_s=rules.backoff_max_s, retry_after_max_s=rules.retry_after_max_s, rng=rng)
+    return Decision(Action.DEFER, err, state, delay_s=delay, attempts=max(0, attempt.number - 1), throttled=tries)
 
 
 def _delay(err: OutboxError, attempt: Attempt, rules: RetryRules, rng: random.Random) -> float:

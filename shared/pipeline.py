@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from shared.acceptance import Accepted, NotAccepted, accept
 from shared.deadline import Abandoned, Progress
-from shared.decision import Action, Attempt, decide
+from shared.decision import PAUSED_CODES, Action, Attempt, decide
 from shared.errors import ConfigError, OutboxError, redact
 from shared.events import log_outcome, outcome_event
 from shared.message import Message
@@ -372,19 +372,25 @@ class Pipeline:
         """Carry out :func:`shared.decision.decide`: write the row, then answer or requeue."""
         claim = work.claim
         assert claim is not None
+        first_seen = claim.row.first_seen
+        age_s = (self.clock() - first_seen).total_seconds() if first_seen else 0.0
         attempt = Attempt(work.attempt, claim.previous_state, after_ambiguous=work.after_ambiguous,
-                          lookup=work.lookup, now_mode=ctx.now_mode)
+                          lookup=work.lookup, now_mode=ctx.now_mode, age_s=age_s, throttled=claim.row.throttled)
         decision = decide(err, attempt, self.settings, rng=self.rng)
         if decision.action is Action.POISON:
-            return self._poison(work, ctx, decision.error, extra={"exhausted": decision.exhausted or None})
+            return self._poison(work, ctx, decision.error, attempts=decision.attempts, throttled=decision.throttled,
+                                extra={"exhausted": decision.exhausted or None, "throttledTries": decision.throttled})
 
         assert decision.delay_s is not None
         ids = _request_ids(err)
         if decision.action is Action.DEFER:
             attempts = decision.attempts if decision.attempts is not None else work.attempt
             self.status.release(work.message_id, attempts=attempts, state=decision.state,
-                                delay_s=decision.delay_s, previous=claim.row)
-            ids, extra = (), {"reason": err.code}
+                                delay_s=decision.delay_s, previous=claim.row,
+                                error=None if err.code in PAUSED_CODES else err, throttled=decision.throttled)
+            extra = {"reason": err.code, "throttledTries": decision.throttled}
+            if err.code in PAUSED_CODES:
+                ids = ()
         else:
             attempts = work.attempt
             self.status.mark_retrying(work.message_id, error=decision.error, delay_s=decision.delay_s,
@@ -399,29 +405,32 @@ class Pipeline:
         return self._outcome(decision.kind, work, ctx, error=err, state=decision.state, delay_s=decision.delay_s,
                              request_ids=ids, attempt=attempts, ambiguous=decision.ambiguous, extra=extra)
 
-    def _poison(self, work: _Work, ctx: _Ctx, err: OutboxError, *, extra: dict[str, Any] | None = None) -> Outcome:
+    def _poison(self, work: _Work, ctx: _Ctx, err: OutboxError, *, attempts: int | None = None,
+                throttled: int | None = None, extra: dict[str, Any] | None = None) -> Outcome:
         claim = work.claim
         assert claim is not None
         ids = _request_ids(err)
+        attempts = work.attempt if attempts is None else attempts
         if ctx.now_mode:
             # The caller gets the error in the answer; nothing goes to the poison queue.
             self.status.mark_poisoned(work.message_id, error=err, request_ids=ids, previous=claim.row,
-                                      state=State.FAILED)
+                                      state=State.FAILED, attempts=attempts, throttled=throttled)
             return self._outcome(Kind.FAILED, work, ctx, error=err, state=State.FAILED, request_ids=ids,
                                  extra=extra)
         envelope = poison_envelope(
             self._retry_body(work),
             err,
-            attempts=work.attempt,
+            attempts=attempts,
             first_seen=claim.row.first_seen,
             failed_at=self.clock(),
         )
         # Envelope first: if the row said poisoned and the envelope write then failed, a redelivery
         # would see "poisoned" and drop the message.
         self.queues.poison(envelope, message_id=work.message_id)
-        self.status.mark_poisoned(work.message_id, error=err, attempts=work.attempt, request_ids=ids,
-                                  previous=claim.row)
-        return self._outcome(Kind.POISONED, work, ctx, error=err, state=State.POISONED, request_ids=ids, extra=extra)
+        self.status.mark_poisoned(work.message_id, error=err, attempts=attempts, request_ids=ids,
+                                  previous=claim.row, throttled=throttled)
+        return self._outcome(Kind.POISONED, work, ctx, error=err, state=State.POISONED, request_ids=ids,
+                             attempt=attempts, extra=extra)
 
     def _invalid(self, refused: NotAccepted, ctx: _Ctx) -> Outcome:
         err = invalid_error(refused.error, unreadable=refused.unreadable)

@@ -54,10 +54,11 @@ class StatusPort(Protocol):
     def mark_poisoned(self, message_id: str, *, error: OutboxError, attempts: int | None = None,
                       transport: str | None = None, mailbox: str | None = None,
                       request_ids: Iterable[str | None] = (), previous: StatusRow | None = None,
-                      state: str = "poisoned") -> None: ...
+                      state: str = "poisoned", throttled: int | None = None) -> None: ...
 
     def release(self, message_id: str, *, attempts: int, state: str, delay_s: float,
-                previous: StatusRow | None = None) -> None: ...
+                previous: StatusRow | None = None, error: OutboxError | None = None,
+                throttled: int | None = None) -> None: ...
 
 
 class QueuePort(Protocol):

@@ -280,6 +280,10 @@ class Settings:
         "Re-read the certificate when it expires within this many seconds.", number())
     smtp_idle_s: float = setting(
         "OUTBOX_SMTP_IDLE_S", "60", "Idle SMTP sessions are closed after this many seconds.", number())
+    max_age_s: float = setting(
+        "OUTBOX_MAX_AGE_S", "86400",
+        "A throttled message (which spends no attempt) is poisoned once it is this old, in seconds (0: at once).",
+        number())
     lease_s: float = setting(
         "OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds.",
         number(0.001))

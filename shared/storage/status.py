@@ -79,6 +79,7 @@ class StatusRow:
     lease_until: datetime | None = None
     next_attempt_at: datetime | None = None
     fingerprint: str | None = None
+    throttled: int = 0  # throttled tries, which count no attempt
     etag: str | None = field(default=None, compare=False)
 
     def open_to(self, fingerprint: str | None) -> bool:
@@ -124,6 +125,7 @@ class StatusRow:
             lease_until=when("LeaseUntil"),
             next_attempt_at=when("NextAttemptAt"),
             fingerprint=get("Fingerprint"),
+            throttled=int(get("Throttled") or 0),
             etag=(getattr(entity, "metadata", None) or {}).get("etag"),
         )
 
@@ -150,6 +152,7 @@ class StatusRow:
             "LeaseUntil": self.lease_until,
             "NextAttemptAt": self.next_attempt_at,
             "Fingerprint": self.fingerprint,
+            "Throttled": self.throttled or None,
             "Schema": ROW_SCHEMA,
         }
         present = {name: value for name, value in columns.items() if value is not None and value != ""}
@@ -179,6 +182,7 @@ class StatusRow:
             "possiblyDuplicated": self.possibly_duplicated,
             "requestIds": list(self.request_ids),
             "nextAttemptAt": _iso(self.next_attempt_at),
+            "throttledTries": self.throttled,
         }
         if self.last_category:
             out["lastError"] = {
@@ -452,10 +456,12 @@ class StatusStore:
         request_ids: Iterable[str | None] = (),
         previous: StatusRow | None = None,
         state: str = "poisoned",
+        throttled: int | None = None,
     ) -> None:
         row = self._current(message_id, previous).with_error(error)
         self._save(replace(
             row, state=state, attempts=row.attempts if attempts is None else attempts,
+            throttled=row.throttled if throttled is None else throttled,
             transport=transport or row.transport, mailbox=mailbox or row.mailbox,
             lease_owner=None, lease_until=None, next_attempt_at=None,
             request_ids=_merged_ids(row.request_ids, request_ids),
@@ -511,11 +517,14 @@ class StatusStore:
         return True
 
     def release(self, message_id: str, *, attempts: int, state: str, delay_s: float,
-                previous: StatusRow | None = None) -> None:
-        """Give the claim back without counting the attempt (a paused mailbox is not a failure)."""
-        row = self._current(message_id, previous)
+                previous: StatusRow | None = None, error: OutboxError | None = None,
+                throttled: int | None = None) -> None:
+        """Give the claim back without counting the attempt (throttling is not the message's fault);
+        ``error`` becomes the last error, ``throttled`` the count of throttled tries."""
+        row = self._current(message_id, previous).with_error(error)
         self._save(replace(row, state=state, attempts=attempts, lease_owner=None, lease_until=None,
-                           next_attempt_at=self._clock() + timedelta(seconds=delay_s)))
+                           next_attempt_at=self._clock() + timedelta(seconds=delay_s),
+                           throttled=row.throttled if throttled is None else throttled))
 
     def reset_for_requeue(self, message_id: str) -> StatusRow:
         """For the CLI's requeue: back to ``queued`` with a fresh attempt budget (history kept)."""

@@ -81,7 +81,7 @@ def test_oversized_envelope_parks_the_original_in_the_attachment_container(harne
 
 def test_error_categories_are_the_designs(harness: Harness, host_play) -> None:
     """One envelope per kind of failure an operator sees most: each category is from design.md's list."""
-    play: HostPlay = host_play(OUTBOX_MAX_ATTEMPTS="1")
+    play: HostPlay = host_play(OUTBOX_MAX_AGE_S="0")  # throttling spends no attempt: only age poisons it
     harness.set_fault(service="graph", action="reply", catalog="graph.mailbox_concurrency", retry_after=1,
                       mailbox=SENDER)
     assert play.deliver(mail(id="cat-throttled")).ok

@@ -19,6 +19,7 @@ class Rules:
     backoff_base_s: float = 10.0
     backoff_max_s: float = 100.0
     retry_after_max_s: float = 60.0
+    max_age_s: float = 86400.0
 
 
 TRANSIENT = OutboxError("transient", "serviceNotAvailable", status=503, retryable=True)
@@ -31,6 +32,7 @@ PAUSED = OutboxError("throttled", "outbox.paused", retryable=True, retry_after=3
 BUSY = OutboxError("throttled", "outbox.busy", retryable=True)
 TOKEN_535 = OutboxError("auth", "5.7.3", status=535, retryable=True, max_retries=1, refresh_credentials=True)
 TWICE = OutboxError("unknown", "outbox.unexpected", retryable=True, max_retries=2)
+SMTP_432 = OutboxError("throttled", "4.3.2", status=432, transport="smtp", retryable=True)
 
 # (error, attempt, previous state, after ambiguous, lookup, now, rules) -> (action, state, delay, attempts, flags)
 CASES = [
@@ -41,9 +43,14 @@ CASES = [
      Action.RETRY, State.RETRYING, (7.5, 15), None),
     ("transient last", TRANSIENT, 4, "retrying", False, None, False, Rules(), Action.POISON, State.POISONED, None, None),
     # Retry-After wins over backoff, capped
-    ("retry-after", THROTTLED, 1, None, False, None, False, Rules(), Action.RETRY, State.RETRYING, (7, 7), None),
-    ("retry-after capped", HUGE_RETRY_AFTER, 1, None, False, None, False, Rules(), Action.RETRY, State.RETRYING,
-     (60, 60), None),
+    # throttling spends no attempt: deferred after Retry-After (capped), whatever the attempt count
+    ("429 retry-after", THROTTLED, 1, None, False, None, False, Rules(), Action.DEFER, State.RETRYING, (7, 7), 0),
+    ("429 retry-after capped", HUGE_RETRY_AFTER, 1, None, False, None, False, Rules(), Action.DEFER,
+     State.RETRYING, (60, 60), 0),
+    ("429 past max attempts", THROTTLED, 9, "retrying", False, None, False, Rules(), Action.DEFER, State.RETRYING,
+     (7, 7), 8),
+    ("432 no retry-after", SMTP_432, 2, "retrying", False, None, False, Rules(), Action.DEFER, State.RETRYING,
+     (5, 10), 1),
     # permanent: poisoned at once, whatever the attempt
     ("permanent", PERMANENT, 1, None, False, None, False, Rules(), Action.POISON, State.POISONED, None, None),
     # our own pacing: deferred, the attempt given back, never a retry state for a message never tried
@@ -90,6 +97,27 @@ def test_decide(err: OutboxError, number: int, previous: str | None, after_ambig
     else:
         assert decision.delay_s is not None and delay[0] <= decision.delay_s <= delay[1]
     assert decision.attempts == attempts
+
+
+@dataclass(frozen=True)
+class Young(Rules):
+    max_age_s: float = 3600.0
+
+
+def test_throttling_counts_tries_not_attempts_until_the_age_limit() -> None:
+    for n in range(1, 30):
+        d = decide(THROTTLED, Attempt(1, "retrying", age_s=10.0 * n, throttled=n - 1), Young(), rng=random.Random(1))
+        assert (d.action, d.attempts, d.throttled) == (Action.DEFER, 0, n)
+    old = decide(THROTTLED, Attempt(3, "retrying", age_s=3600.0, throttled=41), Young(), rng=random.Random(1))
+    assert (old.action, old.state, old.throttled, old.attempts) == (Action.POISON, State.POISONED, 42, 2)
+    assert old.error.category == "throttled" and old.error.retryable is False and old.exhausted
+    assert "throttled 42 times over 3600 s" in (old.error.detail or "")
+
+
+def test_backoff_grows_with_throttled_tries_when_no_retry_after() -> None:
+    first = decide(SMTP_432, Attempt(1, None, throttled=0), Rules(), rng=random.Random(1))
+    later = decide(SMTP_432, Attempt(1, None, throttled=3), Rules(), rng=random.Random(1))
+    assert first.delay_s is not None and later.delay_s is not None and later.delay_s > first.delay_s
 
 
 def test_spent_catalog_retries_poison_as_not_retryable_and_exhausted() -> None:

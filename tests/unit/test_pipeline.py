@@ -161,9 +161,49 @@ def test_retry_after_sets_the_delay_and_the_message_stays_hidden(world: World) -
     world.senders.graph.send_script = [OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True,
                                                    transport="graph", retry_after=3)]
     out = world.handle(message(id="ra-1"))
-    assert out.kind == "retry" and out.delay_s == 3
+    # Throttling is not the message's fault: deferred after Retry-After, no attempt spent.
+    assert out.kind == "deferred" and out.delay_s == 3 and out.attempt == 0
+    row = world.status.get("ra-1")
+    assert row is not None and row.attempts == 0 and row.throttled == 1 and row.last_code == "ApplicationThrottled"
     assert world.requeued() == []  # invisible for now (3 s leaves room for a loaded machine)
     assert [b["id"] for b in world.requeued(wait_s=8)] == ["ra-1"]
+
+
+def test_a_429_storm_longer_than_max_attempts_still_delivers(world: World) -> None:
+    storm = [OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True, transport="graph",
+                         retry_after=0) for _ in range(7)]  # OUTBOX_MAX_ATTEMPTS is 3 in this world
+    world.senders.graph.send_script = list(storm)
+    body: Any = message(id="storm-1")
+    for n in range(7):
+        out = world.handle(body, qid=f"q-{n}")
+        assert out.kind == "deferred" and out.attempt == 0, (n, out)
+        [body] = world.requeued(wait_s=2)
+    assert world.handle(body, qid="q-last").kind == "sent"
+    row = world.status.get("storm-1")
+    assert row is not None and row.state == "sent" and row.attempts == 1 and row.throttled == 7
+    assert world.poisoned() == []
+
+
+def test_a_throttled_message_past_the_age_limit_is_poisoned_throttled_with_its_count(storage: str) -> None:
+    w = World(storage, OUTBOX_MAX_AGE_S="60")
+    from datetime import timedelta
+
+    later = [w.pipeline.clock()]
+    w.pipeline.clock = lambda: later[0]
+    w.senders.graph.send_script = [OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True,
+                                               transport="graph", retry_after=0) for _ in range(3)]
+    body: Any = message(id="old-1")
+    for n in range(2):
+        assert w.handle(body, qid=f"q-{n}").kind == "deferred"
+        [body] = w.requeued(wait_s=2)
+    later[0] = later[0] + timedelta(seconds=61)
+    out = w.handle(body, qid="q-old")
+    assert out.kind == "poisoned" and out.category == "throttled" and out.attempt == 0
+    [envelope] = w.poisoned()
+    assert envelope["error"]["category"] == "throttled" and envelope["error"]["retryable"] is False
+    assert "throttled 3 times" in envelope["error"]["detail"] and "OUTBOX_MAX_AGE_S" in envelope["error"]["detail"]
+    row = w.status.get("old-1")
+    assert row is not None and row.state == "poisoned" and row.throttled == 3
 
 
 def test_retry_after_is_capped(storage: str) -> None:
@@ -368,7 +408,7 @@ def test_send_now_answers_instead_of_queueing(world: World) -> None:
     assert out.kind == "retry" and out.delay_s == 7
     assert world.requeued() == []
     out2 = world.pipeline.send_now(message(id="now-1"))
-    assert out2.kind == "sent" and out2.attempt == 2
+    assert out2.kind == "sent" and out2.attempt == 1  # the 429 spent no attempt
 
 
 def test_send_now_permanent_error_is_answered_not_poisoned(world: World) -> None:
