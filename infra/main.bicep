@@ -227,7 +227,7 @@ param outboxApiDeadlineS string = '8'
 param outboxMaxAgeS string = '86400'
 
 @description('OUTBOX_STORAGE_TIMEOUT_S: connect and read timeout of each storage request, in seconds.')
-param outboxStorageTimeoutS string = '20'
+param outboxStorageTimeoutS string = '10'
 
 // ----------------------------------------------------------------------------------------------------------------
 // Names

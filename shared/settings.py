@@ -297,7 +297,7 @@ class Settings:
         "OUTBOX_API_DEADLINE_S", "8", "Longest an HTTP function works before it answers 503 with Retry-After.",
         number(0.001))
     storage_timeout_s: float = setting(
-        "OUTBOX_STORAGE_TIMEOUT_S", "20",
+        "OUTBOX_STORAGE_TIMEOUT_S", "10",
         "Connect and read timeout of each storage request, in seconds (bounds a stalled emulator or account).",
         number(0.001))
     # CLI only.

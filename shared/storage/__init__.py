@@ -43,7 +43,8 @@ class StorageOptions:
         """What the function uses: the SDK defaults, bounded by OUTBOX_STORAGE_TIMEOUT_S."""
         from shared.storage.options import settings_options
 
-        return cls(settings_options(settings), settings_options(settings, table=True))
+        options = settings_options(settings)
+        return cls(options, options)
 
     @classmethod
     def cli(cls, settings: Settings) -> StorageOptions:

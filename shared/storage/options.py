@@ -8,9 +8,11 @@ behaviour (proxies honoured per request, NO_PROXY included) stays.
 
 Timeouts: the SDKs wait 20 s to connect and 60 s per read, and retry 3 (storage) or 10 (tables) times
 with back-offs of 15 s and more: a stalled account held an invocation for minutes, past the Functions
-timeout, with no outcome logged. ``OUTBOX_STORAGE_TIMEOUT_S`` bounds each request, and the table client
-retries as often as the others, so a stalled dependency fails the call in well under host.json's
-``functionTimeout`` and the pipeline logs it.
+timeout, with no outcome logged. ``OUTBOX_STORAGE_TIMEOUT_S`` (10 s) bounds each request and both SDKs
+retry twice, so one call gives up within ~63 s (queue, blob: 3 x 10 s + back-offs of 15 and 18 s) or
+~32 s (table); an invocation's worst case (claim, Key Vault 2 x 30 s, Graph 30 s, sent mark, a requeue)
+stays under host.json's 5-minute ``functionTimeout``, and the pipeline logs the failure. The message's
+own retry, with its backoff, is the better place to wait out an outage than a request held open.
 """
 
 from __future__ import annotations
@@ -21,12 +23,11 @@ from typing import Any
 _PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
-TABLE_RETRY_TOTAL = 3  # the queue and blob SDKs' own default; azure-core's (tables) is 10
+RETRY_TOTAL = 2  # the storage SDK's default is 3, azure-core's (tables) 10
 
 
-def client_options(environ: dict[str, str] | None = None, *, timeout_s: float | None = None,
-                   table: bool = False) -> dict[str, Any]:
-    """Keyword arguments for a storage client; ``table`` for azure-data-tables (other retry names)."""
+def client_options(environ: dict[str, str] | None = None, *, timeout_s: float | None = None) -> dict[str, Any]:
+    """Keyword arguments for any of the storage clients (queue, blob and table SDKs all take these)."""
     env = os.environ if environ is None else environ
     options: dict[str, Any] = {}
     if not any(env.get(name) or env.get(name.lower()) for name in _PROXY_VARIABLES):
@@ -34,11 +35,10 @@ def client_options(environ: dict[str, str] | None = None, *, timeout_s: float | 
     if timeout_s is not None:
         options["connection_timeout"] = timeout_s
         options["read_timeout"] = timeout_s
-    if table:
-        options["retry_total"] = TABLE_RETRY_TOTAL
+    options["retry_total"] = RETRY_TOTAL
     return options
 
 
-def settings_options(settings: Any, *, table: bool = False) -> dict[str, Any]:
+def settings_options(settings: Any) -> dict[str, Any]:
     """:func:`client_options` with the settings' storage timeout."""
-    return client_options(timeout_s=settings.storage_timeout_s, table=table)
+    return client_options(timeout_s=settings.storage_timeout_s)
