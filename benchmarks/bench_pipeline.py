@@ -48,7 +48,7 @@ class MemoryStatus:
         return self.rows.get(message_id)
 
     def claim(self, message_id: str, *, owner: str, lease_s: float, transport: str | None, mailbox: str | None,
-              internet_message_id: str | None = None) -> Claim:
+              internet_message_id: str | None = None, fingerprint: str | None = None) -> Claim:
         now = datetime.now(UTC)
         row = self.rows.get(message_id)
         if row is not None and row.state == "sent":
@@ -56,7 +56,7 @@ class MemoryStatus:
         attempts = (row.attempts if row else 0) + 1
         new = StatusRow(id=message_id, state="sending", attempts=attempts, first_seen=row.first_seen if row else now,
                         transport=transport, mailbox=mailbox, internet_message_id=internet_message_id,
-                        lease_owner=owner, lease_until=now + timedelta(seconds=lease_s))
+                        lease_owner=owner, lease_until=now + timedelta(seconds=lease_s), fingerprint=fingerprint)
         self.rows[message_id] = new
         return Claim(ClaimKind.CLAIMED, new, previous_state=row.state if row else None)
 

@@ -67,6 +67,12 @@ def test_mailboxes_compares_many_slow_mailboxes_with_one_fast_one() -> None:
     assert summary.group(1) == "0"  # pacing keeps every mailbox at 4 in flight: never a 429
 
 
+def test_pipeline_benchmark_runs_against_its_in_memory_stores() -> None:
+    # Its in-memory status store stands in for StatusStore: a changed claim signature must show here.
+    out = _bench("benchmarks.bench_pipeline", "--no-azurite", "--messages", "50", "--rounds", "1")
+    assert re.search(r"pipeline only\s+[\d.]+ ms/msg", out), out
+
+
 def test_run_finds_every_benchmark_and_their_quick_flags() -> None:
     names = run.discover()
     assert {"bench_goodput", "bench_coldstart"} <= set(names)
