@@ -152,14 +152,17 @@ def _report(out: TextIO, demo: list[Case], rows: dict[str, Any], deliveries: lis
         row = rows.get(case.key)
         state = row.state if row else "missing"
         category = row.last_category if row else None
-        retried = bool(row and row.attempts > 1)
+        # A throttled try spends no attempt: the row counts it apart.
+        retried = bool(row and (row.attempts > 1 or row.throttled > 0))
         ok = state == case.expect_state and (case.expect_category is None or category == case.expect_category)
         ok = ok and (retried == case.expect_retry)
         failures += not ok
         name = case.id if not case.queue_id else f"(queue id {case.queue_id[:8]}…)"
         outcome = state
-        if state == "sent" and retried:
-            outcome = f"sent after retry ({category} {row.last_code})"
+        if state == "sent" and retried and row is not None:
+            outcome = (f"sent after {row.throttled} throttled tr{'y' if row.throttled == 1 else 'ies'} "
+                       f"({row.last_code}, no attempt spent)" if row.throttled
+                       else f"sent after retry ({category} {row.last_code})")
         if state == "poisoned" and row is not None:
             what = f"{row.last_detail} -> " if category == "invalid_message" and row.last_detail else ""
             fixes.append((name, f"[{category} {row.last_code}] {what}{row.last_hint or ''}"))
