@@ -53,7 +53,7 @@ def test_a_run_with_failures_logs_one_event_per_outcome_and_no_secrets(
               and r.custom_dimensions.get("event") == "outbox.outcome"]  # type: ignore[attr-defined]
     assert len(events) == stack.host.stats.invocations  # exactly one event per invocation
     outcomes = {(e["messageId"], e["outcome"]) for e in events}
-    assert ("log-ok-graph", "retry") in outcomes and ("log-ok-graph", "sent") in outcomes
+    assert ("log-ok-graph", "deferred") in outcomes and ("log-ok-graph", "sent") in outcomes  # a 429: no attempt
     assert {("log-535", "poisoned"), ("log-403", "poisoned"), ("log-invalid", "poisoned")} <= outcomes
     for e in events:
         assert {"messageId", "mailbox", "transport", "attempt", "category", "code", "requestIds",
@@ -62,8 +62,9 @@ def test_a_run_with_failures_logs_one_event_per_outcome_and_no_secrets(
     assert sent["mailbox"] == SENDER and sent["transport"] == "smtp" and sent["attempt"] == 1 and sent["requestIds"]
     raop = next(e for e in events if e["messageId"] == "log-403")
     assert (raop["category"], raop["code"], raop["status"]) == ("permission", "ErrorAccessDenied", 403)
-    retry = next(e for e in events if e["messageId"] == "log-ok-graph" and e["outcome"] == "retry")
+    retry = next(e for e in events if e["messageId"] == "log-ok-graph" and e["outcome"] == "deferred")
     assert retry["category"] == "throttled" and retry["requestIds"] and retry["delayS"] >= 1
+    assert retry["attempt"] == 0 and retry["throttledTries"] == 1
     # The message text of each event is the same JSON, for KQL on the traces table.
     texts = [r.getMessage() for r in caplog.records if r.getMessage().startswith("outbox.outcome ")]
     assert len(texts) == len(events) and json.loads(texts[0][len("outbox.outcome "):])["event"] == "outbox.outcome"
