@@ -21,6 +21,7 @@ come from reference/performance-anchors.md (same machines, same method).
 from __future__ import annotations
 
 import argparse
+import email.utils
 import os
 import smtplib
 import ssl
@@ -48,6 +49,7 @@ UNLIMITED = {
         "smtp": {"messages_per_window": 10**9, "recipients_per_day": 10**9},
     }
 }
+BARE_RATIO_TARGET = 1.25  # issue "one instance does more for less": each transport within 1.25x of its bare client
 BODY = {
     "from": SENDER,
     "to": [{"address": "ann@fabrikam.example", "name": "Ann"}],
@@ -232,11 +234,15 @@ def bench_bare_goodput(harness: Harness, count: int) -> float:
 
 def bench_bare_graph(harness: Harness, count: int, rounds: int) -> list[Round]:
     context = ssl.create_default_context(cafile=str(harness.ca_bundle))
+    # The same message outbox sends (recipients, HTML body, custom header, Message-ID), written by hand.
     body = {
         "message": {
             "subject": BODY["subject"],
             "body": {"contentType": "HTML", "content": BODY["html"]},
             "toRecipients": [{"emailAddress": {"address": "ann@fabrikam.example", "name": "Ann"}}],
+            "ccRecipients": [{"emailAddress": {"address": "bob@fabrikam.example"}}],
+            "internetMessageHeaders": [{"name": "X-Order", "value": "4711"}],
+            "internetMessageId": make_message_id("bare", SENDER),
         },
         "saveToSentItems": True,
     }
@@ -265,12 +271,19 @@ def bench_bare_smtp(harness: Harness, count: int, rounds: int) -> list[Round]:
         client.auth("XOAUTH2", lambda challenge=None: f"user={SENDER}\x01auth=Bearer {token}\x01\x01")
 
         def one(i: int) -> None:
-            message = EmailMessage()  # built per message, as a caller of smtplib would
+            # The same message outbox sends, built per message as a careful caller of smtplib would:
+            # display name, Cc, a custom header, Message-ID, Date, text and HTML alternatives.
+            message = EmailMessage()
             message["From"] = SENDER
-            message["To"] = "ann@fabrikam.example"
+            message["To"] = "Ann <ann@fabrikam.example>"
+            message["Cc"] = "bob@fabrikam.example"
             message["Subject"] = BODY["subject"]
+            message["Date"] = email.utils.formatdate(localtime=False)
+            message["Message-ID"] = make_message_id(f"bare-{i}", SENDER)
+            message["X-Order"] = "4711"
             message.set_content(BODY["text"])
-            client.sendmail(SENDER, ["ann@fabrikam.example"], message.as_bytes())
+            message.add_alternative(BODY["html"], subtype="html")
+            client.sendmail(SENDER, ["ann@fabrikam.example", "bob@fabrikam.example"], message.as_bytes())
 
         one(0)
         return rounds_of(harness, rounds, count, one)
@@ -289,6 +302,14 @@ def line(name: str, results: list[Round]) -> tuple[float, float]:
     print(f"  {name:<44} {per_s:>7,.0f} msgs/s  client CPU {client_ms:5.2f} ms/msg  "
           f"(fake {server_ms:.2f} ms/msg; rounds {runs})")
     return per_s, client_ms
+
+
+def _bare_ratio(send_ms: float, whole_ms: float, bare_ms: float) -> None:
+    """The transport (the same message rendered and sent) against the bare client sending it, same run;
+    the whole path adds parsing and validation, which the bare client does not do."""
+    ratio = send_ms / bare_ms
+    print(f"    transport / bare client, same message, same run: {ratio:.2f}x (target <= {BARE_RATIO_TARGET:g}x): "
+          f"{'OK' if ratio <= BARE_RATIO_TARGET else 'OVER TARGET'}; with parse + validate {whole_ms / bare_ms:.2f}x")
 
 
 def ratios(cpu_ms: float, peers: dict[str, tuple[float, float]]) -> None:
@@ -319,22 +340,24 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"outbox transports, {args.rounds} rounds (medians); fakes in process on their own thread")
     print("Graph sendMail, one mailbox, sequential keep-alive:")
-    line("outbox transport.send (render + send)", graph_send)
+    _, graph_send_ms = line("outbox transport.send (render + send)", graph_send)
     graph_per_s, graph_whole_ms = line("outbox whole path (parse + validate + render + send)", graph_whole)
     _, bare_graph_ms = line("bare httpx, pre-built JSON (floor)", bare_graph)
     verdict = "OK" if graph_whole_ms <= GRAPH_TARGET_CPU_MS else "OVER TARGET"
     print(f"    target <= {GRAPH_TARGET_CPU_MS:g} ms CPU/msg whole path: {graph_whole_ms:.2f} ms  {verdict}; "
           f"outbox adds {graph_whole_ms - bare_graph_ms:.2f} ms over the bare client; "
           f"{graph_per_s / GRAPH_ANCHOR_PER_S:.2f}x the anchor's bare sequential {GRAPH_ANCHOR_PER_S:,.0f}/s")
+    _bare_ratio(graph_send_ms, graph_whole_ms, bare_graph_ms)
     ratios(graph_whole_ms, PEERS_GRAPH)
     print("SMTP STARTTLS + XOAUTH2, reused sessions:")
-    line("outbox transport.send (MIME + MAIL/RCPT/DATA)", smtp_send)
+    _, smtp_send_ms = line("outbox transport.send (MIME + MAIL/RCPT/DATA)", smtp_send)
     smtp_per_s, smtp_whole_ms = line("outbox whole path (parse + validate + MIME + send)", smtp_whole)
-    _, bare_smtp_ms = line("bare smtplib, EmailMessage per message (floor)", bare_smtp)
+    _, bare_smtp_ms = line("bare smtplib, the same EmailMessage (floor)", bare_smtp)
     verdict = "OK" if smtp_whole_ms <= SMTP_TARGET_CPU_MS else "OVER TARGET"
     print(f"    target <= {SMTP_TARGET_CPU_MS:g} ms CPU/msg: {smtp_whole_ms:.2f} ms  {verdict}; "
           f"outbox adds {smtp_whole_ms - bare_smtp_ms:.2f} ms over the bare client; {smtp_per_s:,.0f} msgs/s vs "
           f"the anchor's bare smtplib {SMTP_ANCHOR_PER_S[0]:,.0f}-{SMTP_ANCHOR_PER_S[1]:,.0f}")
+    _bare_ratio(smtp_send_ms, smtp_whole_ms, bare_smtp_ms)
     ratios(smtp_whole_ms, PEERS_SMTP)
     print(f"Cold: fresh Senders -> first Graph 202 (Key Vault + MI + discovery + token + TLS): {cold_ms:.0f} ms wall")
     if goodput is not None:
