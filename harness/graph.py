@@ -37,6 +37,7 @@ from typing import Any
 
 from aiohttp import web
 
+from harness import graph_metadata
 from harness import graph_validate as gv
 from harness.faults import ConnectionDropped, Fault, drop_http_connection
 from harness.graph_errors import error_response
@@ -360,6 +361,10 @@ class GraphFake:
 
     @staticmethod
     def _json(call: _Call) -> Any:
+        # Graph reads a body as JSON only when it says it is ("Please ensure Content-Type header is set").
+        content_type = call.request.headers.get("Content-Type", "")
+        if content_type.split(";", 1)[0].strip().casefold() != "application/json":
+            raise GraphFailure("graph.invalid_json")
         if not call.body.strip():
             raise GraphFailure("graph.invalid_json")
         try:
@@ -372,7 +377,14 @@ class GraphFake:
         return await self._serve(request, "sendMail", SEND_ROLES, self._send_mail, recipients_of=_body_recipients)
 
     async def _send_mail(self, call: _Call) -> web.StreamResponse:
-        body = self._json(call)
+        raw = self._json(call)
+        if not isinstance(raw, dict):
+            raise GraphFailure("graph.invalid_json")
+        # Parameters bind whatever their case (Message / message), properties by their exact names.
+        params, unbound = graph_metadata.bind_send_mail(raw)
+        if unbound is not None:
+            raise GraphFailure(unbound.catalog, fmt=unbound.fmt)
+        body = {"message": params.get("Message"), "saveToSentItems": params.get("SaveToSentItems")}
         problem = gv.check_send_body(body)
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)
@@ -501,6 +513,9 @@ class GraphFake:
         message = self._json(call)
         if not isinstance(message, dict):
             raise GraphFailure("graph.invalid_json")
+        unbound = graph_metadata.check_object(message, "microsoft.graph.message")
+        if unbound is not None:
+            raise GraphFailure(unbound.catalog, fmt=unbound.fmt)
         problem = gv.check_message(message, need_recipients=False)
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)

@@ -633,11 +633,44 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         source=f"{_REF} §2", defaults=(("header", "Reply-By"),),
     ),
     _graph(
-        "graph.request_too_large", 413, "", "The maximum request length supported is 4MB.",
-        "size", retryable=False, status_default=True,
+        "graph.request_too_large", 413, "BadRequest", "The maximum request length supported is 4MB.",
+        "size", retryable=False, status_default=True, match=("maximum request length",),
         hint="the sendMail request is over ~4 MB: send attachments over 3 MB through a draft and an upload "
         "session (needs Mail.ReadWrite), or as blob references",
-        source=f"{_REF} §2 (413, no JSON code); body shape (plain text): assumption",
+        source=f"{_REF} §2 (413); the JSON body with code BadRequest: [obs] microsoft-graph-docs-contrib#682 "
+        "(the reference's plain-text assumption was wrong); any other 413 body is classified size too",
+    ),
+    _graph(
+        "graph.request_body_read", 400, "RequestBodyRead",
+        "The property '{property}' does not exist on type '{type}'. Make sure to only use property names that "
+        "are defined by the type or mark the type as open type.",
+        "invalid_message", retryable=False, match=("does not exist on type",),
+        hint="Graph refused a property of the request body: a bug in outbox's Graph renderer (or a client "
+        "that names a property Graph does not have), please report it with the message id",
+        source="[obs] microsoft-graph-explorer-v4#946, msgraph-sdk-dotnet#984 (the type is named "
+        "'Microsoft.OutlookServices.Message' there: Graph answers with the Outlook backend's type names)",
+        defaults=(("property", "subjectLine"), ("type", "Microsoft.OutlookServices.Message")),
+    ),
+    _graph(
+        "graph.request_body_read_value", 400, "RequestBodyRead",
+        "Cannot convert the literal '{value}' to the expected type '{type}'.",
+        "invalid_message", retryable=False, match=("Cannot convert the literal",),
+        hint="Graph could not read a value of the request body as its type: a bug in outbox's Graph renderer, "
+        "please report it with the message id",
+        source="assumption: the OData library's conversion error (Microsoft.OData.Core), which Graph reports "
+        "as RequestBodyRead; the exact text for each type is not documented",
+        defaults=(("value", "yes"), ("type", "Edm.Boolean")),
+    ),
+    _graph(
+        "graph.request_body_read_parameter", 400, "RequestBodyRead",
+        "The parameter '{parameter}' in the request payload is not a valid parameter for the operation "
+        "'{operation}'.",
+        "invalid_message", retryable=False, match=("is not a valid parameter for the operation",),
+        hint="Graph refused a top-level name of the sendMail body (its parameters are Message and "
+        "SaveToSentItems, in any case): a bug in the client that built it, please report it",
+        source="assumption: the OData library's unknown-action-parameter error, reported as RequestBodyRead; "
+        "parameters bind whatever their case ([obs] msgraph-sdk-python sends Message / SaveToSentItems)",
+        defaults=(("parameter", "saveToSent"), ("operation", "sendMail")),
     ),
     _graph(
         "graph.message_size_exceeded", 400, "ErrorMessageSizeExceeded",

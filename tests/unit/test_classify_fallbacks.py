@@ -185,13 +185,21 @@ def test_graph_gateway_timeout_on_send_is_ambiguous() -> None:
     assert err.maybe_delivered and err.retryable and err.request_sent
 
 
-def test_graph_413_has_no_json_code() -> None:
+def test_graph_413_is_size_in_its_json_shape_and_any_other() -> None:
     status, headers, body = graph_error("graph.request_too_large", request_id="r", client_request_id="c", date="d")
     assert status == 413 and body is not None
-    with pytest.raises(ValueError):
-        json.loads(body)
+    assert json.loads(body)["error"]["code"] == "BadRequest"  # as observed (microsoft-graph-docs-contrib#682)
     err = classify_graph_response(status, body, headers, operation="send")
     assert err.category == "size" and "4MB" in err.detail
+    plain = classify_graph_response(413, b"Maximum request length exceeded.", {}, operation="send")
+    assert plain.category == "size"
+
+
+def test_request_body_read_is_an_invalid_message_never_retried() -> None:
+    for name in ("graph.request_body_read", "graph.request_body_read_value", "graph.request_body_read_parameter"):
+        status, headers, body = graph_error(name, request_id="r", client_request_id="c", date="d")
+        err = classify_graph_response(status, body, headers, operation="send")
+        assert (err.category, err.code, err.retryable) == ("invalid_message", "RequestBodyRead", False), name
 
 
 def test_graph_success_status_is_a_caller_bug() -> None:
