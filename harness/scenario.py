@@ -180,9 +180,20 @@ class SmtpLimits:
     max_message_bytes: int = 35 * 1024 * 1024
     latency_ms: float = 0.0
     """Base latency before every SMTP reply the fake scripts (banner, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA)."""
+    concurrency_reply: str = "concurrent_connections"
+    """The reply to a 4th concurrent session's DATA: Microsoft's documented "432 4.3.2 Concurrent connections
+    limit exceeded." (SupportArticles, SMTP AUTH submission throttling), or "thread_limit" for the
+    "432 4.3.2 STOREDRV.ClientSubmit; sender thread limit exceeded" seen in older traces."""
+    over_rate: str = "delay"
+    """Past messages_per_window: "delay" (Microsoft: the excess is "throttled and successively carried over":
+    accepted, delivered later) or "refuse" (451 4.7.500, the harness's earlier, stricter behaviour)."""
 
     def __post_init__(self) -> None:
         _check_latency("limits.smtp", self.latency_ms)
+        if self.concurrency_reply not in ("concurrent_connections", "thread_limit"):
+            raise ScenarioError("limits.smtp.concurrency_reply must be concurrent_connections or thread_limit")
+        if self.over_rate not in ("delay", "refuse"):
+            raise ScenarioError("limits.smtp.over_rate must be delay or refuse")
 
 
 @dataclass(frozen=True)

@@ -436,20 +436,25 @@ class ExchangeSMTP(SMTP):
         content: bytes = envelope.original_content or b""
         headers = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(content)
         reply: str | None = None
+        carried_over_s = 0.0
         if len(content) > limits.max_message_bytes:
             reply = _reply("smtp.message_too_large")
         elif not self._hold_thread():
-            reply = _reply("smtp.thread_limit")
+            reply = _reply(f"smtp.{limits.concurrency_reply}")
         else:
             header_from = email.utils.parseaddr(headers.get("From", ""))[1]
             if header_from and not scenario.smtp_may_send_as(identity.app_id, identity.mailbox, header_from):
                 reply = _reply("smtp.send_as_denied_submission", mailbox=identity.mailbox, sender=header_from)
             elif self.fake.daily.wait(identity.mailbox.lower(), len(envelope.rcpt_tos)) > 0:
                 reply = _reply("smtp.submission_quota")
-            elif self.fake.throttle.take_message(identity.mailbox) > 0:
-                reply = _reply("smtp.rate_limited")
             else:
-                self.fake.daily.consume(identity.mailbox.lower(), len(envelope.rcpt_tos))
+                wait = self.fake.throttle.take_message(identity.mailbox)
+                if wait > 0 and limits.over_rate == "refuse":
+                    reply = _reply("smtp.rate_limited")
+                else:
+                    # Over the rate, Exchange accepts and carries the message over to a later window.
+                    carried_over_s = wait
+                    self.fake.daily.consume(identity.mailbox.lower(), len(envelope.rcpt_tos))
         if reply is not None:
             self._record("data", reply[:3])
             return reply
@@ -465,7 +470,8 @@ class ExchangeSMTP(SMTP):
                 message_id=message_id,
                 raw_mime=content,
                 saved_to_sent_items=scenario.exchange.smtp_copies_to_sent_items,
-                extra={"mailFrom": envelope.mail_from, "rcptTo": list(envelope.rcpt_tos)},
+                extra={"mailFrom": envelope.mail_from, "rcptTo": list(envelope.rcpt_tos),
+                       **({"carriedOverS": round(carried_over_s, 3)} if carried_over_s else {})},
             )
         )
         self._record("data", 250)

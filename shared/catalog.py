@@ -456,6 +456,38 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         meaning="more than 10,000 recipients in 24 h",
     ),
     _smtp(
+        "smtp.outbound_spam", 554, "5.2.0",
+        "STOREDRV.Submission.Exception:OutboundSpamException; Failed to process message due to a permanent "
+        "exception with message [BeginDiagnosticData]WASCL UserAction verdict is not None. Actual verdict is "
+        "Suspend, ShowTierUpgrade. OutboundSpamException: WASCL UserAction verdict is not None.[EndDiagnosticData]",
+        "quota", retryable=False, stage="data", match=("OutboundSpamException",),
+        hint="Exchange Online Protection suspended this mailbox's sending as outbound spam: an admin releases it "
+        "in the Microsoft Defender portal (Restricted entities) once the cause is found; retries do not help",
+        source="[obs] DesertsP/Valine-Admin#26 (a 554 5.2.0 reply to an SMTP AUTH submission, full text); "
+        "reference/fidelity-gaps.md #15",
+        meaning="mailbox suspended for outbound spam",
+    ),
+    _smtp(
+        "smtp.send_as_denied_storedrv", 554, "5.2.0",
+        "STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process "
+        "message due to a permanent exception with message Cannot submit message.",
+        "permission", retryable=False, stage="data", match=("SendAsDeniedException",),
+        hint=_HINT_SEND_AS,
+        source="[obs] the SendAsDenied text with enhanced code 5.2.0 in public test code (fidelity-gaps.md #15; "
+        "the enhanced code is unverified: 5.2.252 is the documented one, a separate row)",
+        meaning="From is not the authenticated mailbox (the 5.2.0 form)",
+    ),
+    _smtp(
+        "smtp.max_submission", 554, "5.2.0",
+        "STOREDRV.Submission.Exception:MessageSizeExceededException.MapiExceptionMaxSubmissionExceeded; "
+        "Message size exceeds maximum size limit",
+        "size", retryable=False, stage="data", match=("MaxSubmissionExceeded", "MessageSizeExceeded"),
+        hint="the message is larger than the mailbox's MaxSendSize once encoded (base64 adds ~33%): shrink the "
+        "attachments or raise it with Set-Mailbox <mailbox> -MaxSendSize",
+        source="[obs] pankleks/pm2-health#52 (MapiExceptionMaxSubmissionExceeded on SMTP AUTH); fidelity-gaps.md #15",
+        meaning="over MaxSendSize, refused at submission",
+    ),
+    _smtp(
         "smtp.mailbox_full", 554, "5.2.2",
         "mailbox full; STOREDRV.Submission.Exception:QuotaExceededException.MapiExceptionQuotaExceeded",
         "quota", retryable=False, stage="data",

@@ -278,29 +278,50 @@ def test_message_too_large(harness: Harness, connect) -> None:
     assert harness.deliveries() == []
 
 
-def test_fourth_concurrent_connection_gets_432(harness: Harness, connect) -> None:
+def test_fourth_concurrent_connection_gets_432_concurrent_connections(harness: Harness, connect) -> None:
+    clients = [connect() for _ in range(4)]
+    for client in clients[:3]:
+        assert client.send_message(mail()) == {}
+    with pytest.raises(smtplib.SMTPDataError) as caught:
+        clients[3].send_message(mail())
+    # Microsoft's documented text (SupportArticles, SMTP AUTH submission throttling).
+    assert (caught.value.smtp_code, caught.value.smtp_error) == expected("smtp.concurrent_connections")
+    clients[0].quit()
+    assert clients[3].send_message(mail()) == {}
+    assert len(harness.deliveries()) == 4
+
+
+def test_the_older_thread_limit_text_is_a_scenario_switch(harness: Harness, connect) -> None:
+    harness.apply_scenario({"limits": {"smtp": {"concurrency_reply": "thread_limit"}}})
     clients = [connect() for _ in range(4)]
     for client in clients[:3]:
         assert client.send_message(mail()) == {}
     with pytest.raises(smtplib.SMTPDataError) as caught:
         clients[3].send_message(mail())
     assert (caught.value.smtp_code, caught.value.smtp_error) == expected("smtp.thread_limit")
-    clients[0].quit()
-    assert clients[3].send_message(mail()) == {}
-    assert len(harness.deliveries()) == 4
 
 
-def test_message_rate_then_recovery(harness: Harness, connect) -> None:
-    harness.apply_scenario({"limits": {"smtp": {"messages_per_window": 2, "window_s": 1.0}}})
+def test_messages_over_the_rate_are_carried_over_not_refused(harness: Harness, connect) -> None:
+    # Microsoft: the excess is "throttled and successively carried over" (accepted, delivered later).
+    harness.apply_scenario({"limits": {"smtp": {"messages_per_window": 2, "window_s": 60.0}}})
+    client = connect()
+    for _ in range(3):
+        assert client.send_message(mail()) == {}
+    deliveries = harness.deliveries()
+    assert len(deliveries) == 3
+    assert "carriedOverS" not in deliveries[0].extra and "carriedOverS" not in deliveries[1].extra
+    assert 0 < deliveries[2].extra["carriedOverS"] <= 60
+
+
+def test_messages_over_the_rate_are_refused_when_the_scenario_says_so(harness: Harness, connect) -> None:
+    harness.apply_scenario({"limits": {"smtp": {"messages_per_window": 2, "window_s": 60.0, "over_rate": "refuse"}}})
     client = connect()
     client.send_message(mail())
-    started = time.monotonic()
     client.send_message(mail())
     with pytest.raises(smtplib.SMTPDataError) as caught:
         client.send_message(mail())
     assert (caught.value.smtp_code, caught.value.smtp_error) == expected("smtp.rate_limited")
-    time.sleep(max(0.0, 1.05 - (time.monotonic() - started)))
-    assert client.send_message(mail()) == {}
+    assert len(harness.deliveries()) == 2
 
 
 def test_recipients_per_day_quota(harness: Harness, connect) -> None:

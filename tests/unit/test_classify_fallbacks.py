@@ -348,3 +348,20 @@ def test_msal_service_error_after_a_server_error() -> None:
     exc = MsalServiceError("HTTP Error: 503", error=None, error_description=None)
     err = classify_transport_exception(exc, transport="entra", request_sent=True)
     assert err.category == "transient" and err.retryable and err.transport == "entra"
+
+
+@pytest.mark.parametrize("text, category, entry", [
+    ("5.2.0 STOREDRV.Submission.Exception:OutboundSpamException; Failed to process message due to a permanent "
+     "exception with message [BeginDiagnosticData]WASCL UserAction verdict is not None. Actual verdict is Suspend, "
+     "ShowTierUpgrade.[EndDiagnosticData]", "quota", "OutboundSpamException"),
+    ("5.2.0 STOREDRV.Submission.Exception:SendAsDeniedException.MapiExceptionSendAsDenied; Failed to process "
+     "message due to a permanent exception with message Cannot submit message.", "permission", "SendAsDenied"),
+    ("5.2.0 STOREDRV.Submission.Exception:MessageSizeExceededException.MapiExceptionMaxSubmissionExceeded; "
+     "Message size exceeds maximum size limit", "size", "MaxSubmissionExceeded"),
+])
+def test_real_554_5_2_0_replies_have_their_rows(text: str, category: str, entry: str) -> None:
+    """Replies that used to fall to smtp.permanent_reply (unknown): fidelity-gaps.md #15."""
+    from shared.classify import classify_smtp_reply
+
+    err = classify_smtp_reply(554, text, stage="data")
+    assert (err.category, err.retryable) == (category, False) and entry in (err.detail or "")
