@@ -67,10 +67,13 @@ def _retry_after(seconds: float | None) -> dict[str, str]:
     return {"Retry-After": str(max(1, math.ceil(seconds)))} if seconds else {}
 
 
-def _invalid(errors: list[dict[str, str]], detail: str, *, not_permitted: bool = False) -> func.HttpResponse:
-    """400 for a malformed message; 403 for a well-formed one this deployment does not allow."""
+def _invalid(errors: list[dict[str, str]], detail: str, *, not_permitted: bool = False,
+             across_fields: bool = False) -> func.HttpResponse:
+    """400 for a malformed message; 422 for a well-formed one a rule across its fields refuses (no schema
+    can say "a header name once, whatever its case"); 403 for one this deployment does not allow."""
     code = "not_permitted" if not_permitted else "invalid_message"
-    return _json(403 if not_permitted else 400, {"error": {
+    status = 403 if not_permitted else 422 if across_fields else 400
+    return _json(status, {"error": {
         "category": "invalid_message", "code": code, "detail": detail, "errors": errors, "retryable": False}})
 
 
@@ -164,7 +167,8 @@ def handle_send(req: func.HttpRequest) -> func.HttpResponse:
             try:
                 done = pipe.enqueue(data, progress=progress)
             except NotAccepted as exc:
-                return _invalid(exc.to_list(), str(exc.error), not_permitted=exc.not_permitted)
+                return _invalid(exc.to_list(), str(exc.error), not_permitted=exc.not_permitted,
+                                across_fields=exc.only_across_fields)
             except IdConflict as exc:
                 return _id_conflict(req, exc.error, exc.message_id, exc.row.state)
             except OutboxError as exc:
@@ -226,7 +230,8 @@ def handle_send(req: func.HttpRequest) -> func.HttpResponse:
                      _retry_after(outcome.delay_s))
     if outcome.invalid is not None:
         return _invalid(outcome.invalid, outcome.error.detail if outcome.error else "invalid message",
-                        not_permitted=outcome.extra.get("notPermitted", False))
+                        not_permitted=outcome.extra.get("notPermitted", False),
+                        across_fields=outcome.extra.get("acrossFields", False))
     err = outcome.error
     assert err is not None
     if outcome.ambiguous:

@@ -482,7 +482,8 @@ class GraphFake:
             raise GraphFailure("graph.client_error") from None
         if top < 1:
             raise GraphFailure("graph.client_error")
-        items = [_message_resource(d) for d in reversed(self.runtime.state.sent_items(call.mailbox))]
+        delay_s = self.scenario.exchange.sent_items_delay_s
+        items = [_message_resource(d) for d in reversed(self.runtime.state.sent_items(call.mailbox, delay_s=delay_s))]
         flt = query.get("$filter")
         if flt:
             match = _FILTER_EQ.match(flt)

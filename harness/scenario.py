@@ -147,7 +147,13 @@ class KeyVaultSpec:
 class ExchangeSettings:
     smtp_auth_enabled: bool = True
     """Tenant-wide switch (``Set-TransportConfig -SmtpClientAuthenticationDisabled``)."""
-    smtp_copies_to_sent_items: bool = False
+    smtp_copies_to_sent_items: bool = True
+    """Microsoft: "Email messages that are sent are stored in the Sent Items folder" (SupportArticles, SMTP AUTH
+    submission throttling). The institution's FAQ says the opposite; false models that."""
+    sent_items_delay_s: float = 0.0
+    """How long after a Graph send its copy takes to appear in Sent Items. Graph answers 202 once the message
+    is in Drafts; transport and the move to Sent Items happen afterwards (microsoft-graph-docs-contrib
+    concepts/outlook-things-to-know-about-send-mail.md), at a time Microsoft does not state."""
 
 
 def _check_latency(where: str, latency_ms: float) -> None:

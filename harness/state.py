@@ -133,9 +133,12 @@ class HarnessState:
             and (predicate is None or predicate(d))
         ]
 
-    def sent_items(self, mailbox: str) -> list[Delivery]:
-        """Messages that landed in a mailbox's Sent Items (for the Graph fake's Sent Items lookup)."""
-        return self.deliveries(mailbox=mailbox, predicate=lambda d: d.saved_to_sent_items)
+    def sent_items(self, mailbox: str, *, delay_s: float = 0.0) -> list[Delivery]:
+        """Messages that landed in a mailbox's Sent Items (for the Graph fake's Sent Items lookup), each
+        visible ``delay_s`` after it was sent (the scenario's ``exchange.sent_items_delay_s``)."""
+        visible_before = time.time() - delay_s
+        return self.deliveries(mailbox=mailbox,
+                               predicate=lambda d: d.saved_to_sent_items and d.time <= visible_before)
 
     def wait_for_deliveries(
         self, count: int, *, timeout: float = 10.0, transport: str | None = None, mailbox: str | None = None

@@ -223,6 +223,9 @@ param outboxUploadChunkBytes string = '3145728'
 @description('OUTBOX_API_DEADLINE_S: longest an HTTP function works before it answers 503 with Retry-After.')
 param outboxApiDeadlineS string = '8'
 
+@description('OUTBOX_LOOKUP_SETTLE_S: after a send that may have been delivered, the first Sent Items lookup waits this long, in seconds.')
+param outboxLookupSettleS string = '120'
+
 @description('OUTBOX_MAX_AGE_S: a throttled message (which spends no attempt) is poisoned once it is this old, in seconds.')
 param outboxMaxAgeS string = '86400'
 
@@ -288,6 +291,7 @@ var outboxSettings = {
   OUTBOX_UPLOAD_CHUNK_BYTES: outboxUploadChunkBytes
   OUTBOX_API_DEADLINE_S: outboxApiDeadlineS
   OUTBOX_MAX_AGE_S: outboxMaxAgeS
+  OUTBOX_LOOKUP_SETTLE_S: outboxLookupSettleS
   OUTBOX_STORAGE_TIMEOUT_S: outboxStorageTimeoutS
 }
 

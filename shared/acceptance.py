@@ -65,6 +65,11 @@ class NotAccepted(Exception):
         self.unreadable = unreadable
 
     @property
+    def only_across_fields(self) -> bool:
+        """Well-formed by the schema, refused by a rule across fields (HTTP 422)."""
+        return isinstance(self.error, InvalidMessage) and self.error.only_across_fields
+
+    @property
     def not_permitted(self) -> bool:
         """Well-formed, but outside what this deployment allows (sender, attachment container)."""
         return isinstance(self.error, NotPermitted)

@@ -41,6 +41,8 @@ class RetryRules(Protocol):
     def retry_after_max_s(self) -> float: ...
     @property
     def max_age_s(self) -> float: ...
+    @property
+    def lookup_settle_s(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -91,8 +93,12 @@ def decide(err: OutboxError, attempt: Attempt, rules: RetryRules, *, rng: random
     if err.maybe_delivered:
         if (rules.on_ambiguous == "poison" and not attempt.now_mode) or attempt.number >= rules.max_attempts:
             return Decision(Action.POISON, err, State.POISONED, ambiguous=True)
-        return Decision(Action.RETRY, err, State.AMBIGUOUS, delay_s=_delay(err, attempt, rules, rng),
-                        ambiguous=True)
+        delay = _delay(err, attempt, rules, rng)
+        if rules.on_ambiguous == "lookup":
+            # Sent Items is not instant: Graph answers before transport, and the copy appears later. A
+            # lookup before it settles would miss and resend a delivered message.
+            delay = max(delay, rules.lookup_settle_s)
+        return Decision(Action.RETRY, err, State.AMBIGUOUS, delay_s=delay, ambiguous=True)
 
     if not err.retryable or err.category == "invalid_message":
         return Decision(Action.POISON, err, State.POISONED)

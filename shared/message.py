@@ -102,6 +102,10 @@ _RESERVED_HEADER_PREFIXES = ("x-ms-exchange-",)  # Exchange's own (spam verdicts
 class FieldError:
     field: str
     message: str
+    # A rule across fields that no schema can state (a header name given twice in other letter case, a
+    # contentId used twice, X-Priority beside importance, 500 recipients across to/cc/bcc): the body is
+    # well-formed as docs/openapi.yaml describes it, so HTTP answers 422, not 400.
+    across_fields: bool = field(default=False, compare=False)
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
@@ -126,6 +130,11 @@ class InvalidMessage(ValueError):
 
     def to_list(self) -> list[dict[str, str]]:
         return [{"field": e.field, "message": e.message} for e in self.errors]
+
+    @property
+    def only_across_fields(self) -> bool:
+        """Every problem is a rule across fields (the body itself is well-formed)."""
+        return bool(self.errors) and all(e.across_fields for e in self.errors)
 
     def __str__(self) -> str:
         if len(self.errors) == 1:
@@ -271,8 +280,8 @@ class _Parser:
         self.max_recipients = max_recipients
         self.max_subject_length = max_subject_length
 
-    def fail(self, path: str, message: str) -> None:
-        self.errors.append(FieldError(path, message))
+    def fail(self, path: str, message: str, *, across_fields: bool = False) -> None:
+        self.errors.append(FieldError(path, message, across_fields))
 
     def check_keys(self, path: str, obj: Mapping[object, object], known: Sequence[str]) -> None:
         for key in obj:
@@ -438,6 +447,7 @@ class _Parser:
                     self.fail(
                         f"{path}.contentId",
                         f"duplicates attachments[{seen_cids[key]}].contentId; each contentId must be unique",
+                        across_fields=True,
                     )
                     continue
                 seen_cids[key] = index
@@ -594,7 +604,7 @@ class _Parser:
                 continue
             name_ok = self.header_name(path, raw_name, importance_given)
             if name_ok and raw_name.lower() in seen:
-                self.fail(path, "is given twice (header names are case-insensitive)")
+                self.fail(path, "is given twice (header names are case-insensitive)", across_fields=True)
                 name_ok = False
             seen.add(raw_name.lower())
             header_value = self.string(path, raw_value)
@@ -621,7 +631,7 @@ class _Parser:
         elif lower.startswith(_RESERVED_HEADER_PREFIXES):
             self.fail(path, "X-MS-Exchange-* headers are reserved for Exchange")
         elif lower == "x-priority" and importance_given:
-            self.fail(path, "conflicts with importance, which sets X-Priority; give only one")
+            self.fail(path, "conflicts with importance, which sets X-Priority; give only one", across_fields=True)
         else:
             return True
         return False
@@ -661,6 +671,7 @@ class _Parser:
                 "to",
                 f"{distinct} recipients in to, cc and bcc together; at most {self.max_recipients} "
                 "per message (Exchange Online's limit): split the message",
+                across_fields=True,
             )
         if transport is not None:
             self.errors.extend(_transport_problems(transport, headers))

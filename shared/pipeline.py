@@ -333,6 +333,9 @@ class Pipeline:
         if policy == "resend":
             work.possibly_duplicated = True
             return None
+        settling = self._still_settling(claim)
+        if settling is not None:
+            return self._not_yet_known(work, ctx, settling)
         try:
             assert work.imid is not None
             found = transport.find_sent(work.message, internet_message_id=work.imid)
@@ -349,9 +352,39 @@ class Pipeline:
                                   previous=claim.row)
             return self._outcome(Kind.SENT, work, ctx, state=State.SENT, sent_via="lookup",
                                  request_ids=claim.row.request_ids)
-        # Not found: send normally. Unknowable (SMTP, no Mail.ReadBasic): send, flagged as maybe twice.
-        work.possibly_duplicated = found is None
+        # Not found, or unknowable (SMTP, no Mail.ReadBasic): send. Either way it is flagged as maybe twice:
+        # Sent Items can lag past the settle time (Microsoft states no bound), so a miss proves nothing.
+        work.possibly_duplicated = True
         return None
+
+    def _still_settling(self, claim: Claim) -> float | None:
+        """Seconds until an ambiguous attempt's Sent Items copy can be looked for (None: now)."""
+        if claim.previous_state != State.AMBIGUOUS or claim.previous_due_at is None:
+            return None
+        wait = (claim.previous_due_at - self.clock()).total_seconds()
+        return wait if wait > 0.5 else None
+
+    def _not_yet_known(self, work: _Work, ctx: _Ctx, wait_s: float) -> Outcome:
+        """Too early to look: whether the earlier attempt delivered is not yet known. Nothing is sent and no
+        attempt is counted; the message comes back when the lookup can tell."""
+        claim = work.claim
+        assert claim is not None
+        transport = work.transport if work.transport in ("graph", "smtp") else None
+        err = OutboxError(
+            "transient", "outbox.lookup_settling", transport=transport, retryable=True, maybe_delivered=True,
+            retry_after=wait_s,
+            detail=f"an earlier attempt may have been delivered; Sent Items is looked at in {wait_s:.0f} s, once "
+            "its copy can have appeared (OUTBOX_LOOKUP_SETTLE_S)",
+            hint="nothing to do: outbox looks for the message before it sends again; do not send a new copy")
+        attempts = max(0, work.attempt - 1)
+        self.status.release(work.message_id, attempts=attempts, state=State.AMBIGUOUS, delay_s=wait_s,
+                            previous=claim.row)
+        if ctx.now_mode:
+            return self._outcome(Kind.FAILED, work, ctx, error=err, state=State.AMBIGUOUS, delay_s=wait_s,
+                                 attempt=attempts, ambiguous=True)
+        self.queues.requeue(self._retry_body(work), delay_s=wait_s)
+        return self._outcome(Kind.DEFERRED, work, ctx, error=err, state=State.AMBIGUOUS, delay_s=wait_s,
+                             attempt=attempts, extra={"reason": err.code})
 
     def _give_back(self, work: _Work) -> None:
         """The claim back, unused, so the caller's resend of the same id need not wait out the lease.
@@ -440,7 +473,8 @@ class Pipeline:
         work.attempt = 1
         if ctx.now_mode:
             return self._outcome(Kind.FAILED, work, ctx, error=err, invalid=errors,
-                                 extra={"notPermitted": refused.not_permitted or None})
+                                 extra={"notPermitted": refused.not_permitted or None,
+                                        "acrossFields": refused.only_across_fields or None})
         # Row first, then envelope, and either failure raises so the host redelivers: an invalid message
         # never consults its row, so a redelivery writes the missing envelope without a second copy.
         now = self.clock()

@@ -284,6 +284,10 @@ class Settings:
         "OUTBOX_MAX_AGE_S", "86400",
         "A throttled message (which spends no attempt) is poisoned once it is this old, in seconds (0: at once).",
         number())
+    lookup_settle_s: float = setting(
+        "OUTBOX_LOOKUP_SETTLE_S", "120",
+        "After a send that may have been delivered, the first Sent Items lookup waits this long, in seconds.",
+        number())
     lease_s: float = setting(
         "OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds.",
         number(0.001))

@@ -211,6 +211,8 @@ class Claim:
     # The previous attempt may have delivered: it was left ambiguous, or it died while sending.
     previous_unknown: bool = False
     wait_s: float = 0.0
+    # When the row said the next attempt was due (an ambiguous row's settle time for the lookup).
+    previous_due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -402,7 +404,8 @@ class StatusStore:
                 if exc.status_code == 412:
                     continue  # someone else changed the row first: decide again on fresh data
                 raise
-            return Claim(ClaimKind.CLAIMED, claimed, previous_state=row.state, previous_unknown=previous_unknown)
+            return Claim(ClaimKind.CLAIMED, claimed, previous_state=row.state, previous_unknown=previous_unknown,
+                         previous_due_at=row.next_attempt_at)
         raise OutboxError("transient", "status.claim_contended", transport="storage", retryable=True,
                           detail=f"could not claim status row {message_id!r} after {_CLAIM_TRIES} tries")
 

@@ -42,6 +42,7 @@ FAST_SETTINGS = {
     "OUTBOX_HTTP_TIMEOUT_S": "5",
     "OUTBOX_SMTP_TIMEOUT_S": "5",
     "OUTBOX_PACING_MAX_WAIT_S": "0.5",
+    "OUTBOX_LOOKUP_SETTLE_S": "0",
 }
 FAST_HOST = {"max_polling_interval_s": 0.2, "visibility_timeout_s": 1.0}
 

@@ -30,7 +30,7 @@ def test_default_is_the_happy_path_for_both_transports(default: Scenario) -> Non
     assert not default.graph_may_access(app.client_id, OTHER)
     assert not default.smtp_may_authenticate(app.client_id, app.service_principal_id, OTHER)
     assert default.mailbox(OTHER) is not None
-    assert default.exchange.smtp_copies_to_sent_items is False
+    assert default.exchange.smtp_copies_to_sent_items is True  # Microsoft's documented behaviour
     assert default.managed_identity.may_read_secrets()
 
 
@@ -65,7 +65,7 @@ def test_round_trip_through_dict_and_copy(default: Scenario) -> None:
         ('managed_identity.keyvault_role = "none"', lambda s: not s.managed_identity.may_read_secrets()),
         ("apps.outbox-sender.certificates.current.expired = true", lambda s: s.sender.certificates[0].expired),
         ("apps.outbox-sender.certificates.current.registered = false", lambda s: not s.sender.certificates[0].registered),
-        ("exchange.smtp_copies_to_sent_items = true", lambda s: s.exchange.smtp_copies_to_sent_items),
+        ("exchange.smtp_copies_to_sent_items = false", lambda s: not s.exchange.smtp_copies_to_sent_items),
         ('settings.OUTBOX_TENANT_ID = "wrong"', lambda s: s.settings.get("OUTBOX_TENANT_ID") == "wrong"),
         ("limits.smtp.connections_per_mailbox = 1", lambda s: s.limits.smtp.connections_per_mailbox == 1),
     ],

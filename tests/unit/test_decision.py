@@ -20,6 +20,7 @@ class Rules:
     backoff_max_s: float = 100.0
     retry_after_max_s: float = 60.0
     max_age_s: float = 86400.0
+    lookup_settle_s: float = 0.0
 
 
 TRANSIENT = OutboxError("transient", "serviceNotAvailable", status=503, retryable=True)
