@@ -18,14 +18,14 @@ from collections.abc import Iterator, Mapping
 from typing import Any, Final
 
 from shared.catalog import CatalogEntry, entries, entry
-from shared.errors import OutboxError, redact
+from shared.errors import OutboxError
+from shared.redaction import ERROR_DETAIL_MAX, clip, redact
 
 SMTP_STAGES: Final = ("connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "quit")
 
 # Graph operations that submit a message: only there can a lost answer mean a sent message.
 SENDING_OPERATIONS: Final = frozenset({"send", "sendmail", "send_mail", "send_draft"})
 
-_DETAIL_MAX: Final = 1000
 _ENHANCED: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _AADSTS: Final = re.compile(r"AADSTS(\d+)")
 
@@ -88,11 +88,6 @@ def _pick(candidates: tuple[CatalogEntry, ...], text: str, status: int | None = 
     return plain[0] if plain else None
 
 
-def _clip(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
-
-
 def _error(
     e: CatalogEntry,
     *,
@@ -113,7 +108,7 @@ def _error(
         retryable=e.retryable,
         request_sent=request_sent,
         maybe_delivered=e.maybe_delivered if maybe_delivered is None else maybe_delivered,
-        detail=_clip(redact(detail)),
+        detail=clip(redact(detail).strip(), ERROR_DETAIL_MAX),
         hint=e.hint_for(hint_values or {}),
         catalog=e.name,
         max_retries=e.max_retries,

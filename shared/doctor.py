@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import OutboxError
+from shared.redaction import DOCTOR_MEANING_MAX, clip, redact, redact_tree
 
 if TYPE_CHECKING:
     from shared.certificates import CertificateMaterial, CertificateProvider
@@ -83,6 +84,12 @@ class Check:
     detail: str = ""
     """The server's own words (redacted), when they add to the summary."""
 
+    def __post_init__(self) -> None:
+        # A summary or detail quotes servers and settings: redacted here, so the text report, the JSON
+        # report and anything else built from a Check read the same cleaned words.
+        self.summary = redact(self.summary)
+        self.detail = redact(self.detail)
+
     @property
     def ok(self) -> bool:
         return self.status in ("pass", "warn")
@@ -96,7 +103,7 @@ class Check:
         if self.detail:
             out["detail"] = self.detail
         if self.evidence:
-            out["evidence"] = self.evidence
+            out["evidence"] = redact_tree(self.evidence)
         if self.remaining:
             out["remainingCauses"] = [r.to_dict() for r in self.remaining]
         return out
@@ -161,7 +168,7 @@ def _describe(error: OutboxError) -> str:
         meaning = error.detail
         for prefix in (f"{head}: ", f"{error.code}: ", f"{error.status}: "):
             meaning = meaning.removeprefix(prefix)
-        meaning = meaning if len(meaning) <= 160 else meaning[:159] + "…"
+        meaning = clip(meaning, DOCTOR_MEANING_MAX)
     return f"{head}: {meaning}" if meaning else head
 
 
