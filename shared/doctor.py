@@ -17,7 +17,6 @@ Nothing is sent unless ``send_test_to`` is given: the SMTP probe stops after ``M
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
 import smtplib
@@ -30,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import OutboxError
 from shared.redaction import DOCTOR_MEANING_MAX, clip, redact, redact_tree
+from shared.transports import xoauth2
 
 if TYPE_CHECKING:
     from shared.certificates import CertificateMaterial, CertificateProvider
@@ -407,10 +407,6 @@ def check_claims(
 # -- SMTP ---------------------------------------------------------------------------------------------
 
 
-def _xoauth2(user: str, token: str) -> str:
-    return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")
-
-
 def _reply_text(reply: bytes | str) -> str:
     return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
@@ -553,7 +549,7 @@ def _smtp_session(
         checks.append(_skip("smtp.auth", "smtp: AUTH XOAUTH2", f"skipped: {token_problem or 'no token'}"))
         checks.append(_skip("smtp.mail_from", "smtp: MAIL FROM", "skipped: not authenticated"))
         return checks
-    auth_code, auth_reply = client.docmd("AUTH", "XOAUTH2 " + _xoauth2(mailbox, token))
+    auth_code, auth_reply = client.docmd("AUTH", "XOAUTH2 " + xoauth2.encoded(mailbox, token))
     auth_text = _reply_text(auth_reply)
     if auth_code == 334:
         # A server that answers with an error challenge wants an empty line before the final reply.

@@ -18,7 +18,6 @@ with the stage it answers, and so that "before" and "after" the body are told ap
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import re
@@ -34,6 +33,7 @@ from typing import TYPE_CHECKING
 from shared import classify
 from shared.errors import OutboxError
 from shared.pacing import BUSY_CODE
+from shared.transports import xoauth2
 from shared.transports.base import BlobSource, SendResult
 
 if TYPE_CHECKING:
@@ -365,9 +365,9 @@ class SmtpTransport:
             stage = "ehlo"
             self._ehlo(smtp)
             stage = "auth"
-            xoauth2 = f"user={mailbox}\x01auth=Bearer {token}\x01\x01"
+            initial = xoauth2.initial_response(mailbox, token)
             # A failed XOAUTH2 may come back as a 334 challenge: the answer is an empty line.
-            smtp.auth("XOAUTH2", lambda challenge=None: xoauth2 if challenge is None else "", initial_response_ok=True)
+            smtp.auth("XOAUTH2", lambda challenge=None: initial if challenge is None else "", initial_response_ok=True)
         except smtplib.SMTPResponseException as exc:
             raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage=stage) from exc
         except (smtplib.SMTPException, OSError) as exc:
@@ -449,7 +449,3 @@ def _quit(session: _Session) -> None:
     finally:
         _close_quietly(smtp)
 
-
-def xoauth2_initial_response(mailbox: str, token: str) -> str:
-    """base64 of the XOAUTH2 string, as it appears after ``AUTH XOAUTH2`` (for doctor transcripts)."""
-    return base64.b64encode(f"user={mailbox}\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")
