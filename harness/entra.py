@@ -85,9 +85,9 @@ def _known_tenant(scenario: Scenario, tenant: str) -> str | None:
 
 
 def _error(request: web.Request, entry: str, **fmt: Any) -> web.Response:
-    from shared import catalog
+    from harness import replies
 
-    status, body = catalog.entra_error(
+    status, body = replies.entra_error(
         entry,
         trace_id=str(uuid.uuid4()),
         correlation_id=request.headers.get("client-request-id") or str(uuid.uuid4()),

@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from shared import catalog
+from harness import replies
 
 # Answered by the pre-authenticated upload URL, which is Outlook REST (outlook.office.com), not Graph:
 # its error body is {"error":{"code","message"}} without Graph's innerError.
@@ -29,7 +29,7 @@ def error_parts(
     fmt: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of catalog row ``name``; Retry-After when given (fault rules, limits)."""
-    status, headers, body = catalog.graph_error(
+    status, headers, body = replies.graph_error(
         name,
         request_id=request_id,
         client_request_id=client_request_id,

@@ -37,6 +37,7 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from harness import replies
 from harness.faults import Fault
 from harness.runtime import FAKE_EXCHANGE_HOST, HarnessRuntime
 from harness.scenario import Scenario
@@ -79,7 +80,7 @@ def _exchange_wording(status: str) -> str:
 
 
 def _reply(name: str, **fmt: object) -> str:
-    code, text = catalog.smtp_reply(name, **({"host": FAKE_EXCHANGE_HOST} | fmt))
+    code, text = replies.smtp_reply(name, **({"host": FAKE_EXCHANGE_HOST} | fmt))
     return f"{code} {text}"
 
 

@@ -136,7 +136,7 @@ def smtp_entry(code: int, text: str, stage: str | None = None) -> CatalogEntry:
 
 
 def classify_smtp_reply(code: int, text: str | bytes, *, stage: str) -> OutboxError:
-    """Classify an SMTP reply. ``text`` is the reply after the code (as smtplib/aiosmtplib give it);
+    """Classify an SMTP reply. ``text`` is the reply after the code (as smtplib gives it);
     ``stage`` is the command it answered (one of :data:`SMTP_STAGES`)."""
     if stage not in SMTP_STAGES:
         raise ValueError(f"unknown SMTP stage {stage!r}; expected one of {SMTP_STAGES}")
@@ -378,19 +378,15 @@ _EXCEPTION_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     # azure-identity raises this (without a response) when the managed identity endpoint refuses.
     ("azure.ClientAuthenticationError", "net.credential_unavailable", "net.credential_unavailable"),
     ("smtplib.SMTPNotSupportedError", "smtp.auth_before_tls", "smtp.auth_before_tls"),
-    ("aiosmtplib.SMTPNotSupported", "smtp.auth_before_tls", "smtp.auth_before_tls"),
     ("httpx.ConnectTimeout", "net.connect_timeout", "net.connect_timeout"),
     ("requests.ConnectTimeout", "net.connect_timeout", "net.connect_timeout"),
-    ("aiosmtplib.SMTPConnectTimeoutError", "net.connect_timeout", "net.connect_timeout"),
     ("httpx.PoolTimeout", "net.timeout", "net.timeout"),
     ("azure.ServiceRequestTimeoutError", "net.connect_timeout", "net.connect_timeout"),
     ("azure.ServiceResponseTimeoutError", "net.timeout_after_send", "net.timeout_after_send"),
     ("httpx.TimeoutException", "net.timeout", "net.timeout_after_send"),
     ("requests.Timeout", "net.timeout", "net.timeout_after_send"),
-    ("aiosmtplib.SMTPTimeoutError", "net.timeout", "net.timeout_after_send"),
     ("builtins.TimeoutError", "net.timeout", "net.timeout_after_send"),
     ("httpx.ConnectError", "net.connect_failed", "net.connect_failed"),
-    ("aiosmtplib.SMTPConnectError", "net.connect_failed", "net.connect_failed"),
     ("smtplib.SMTPConnectError", "net.connect_failed", "net.connect_failed"),
     ("requests.ConnectionError", "net.connect_failed", "net.connect_failed"),
     ("builtins.ConnectionRefusedError", "net.connect_failed", "net.connect_failed"),
@@ -400,7 +396,6 @@ _EXCEPTION_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     ("azure.ServiceResponseError", "net.connection_lost_after_send", "net.connection_lost_after_send"),
     ("ssl.SSLError", "net.tls_error", "net.tls_error"),
     ("smtplib.SMTPServerDisconnected", "net.connection_lost", "net.connection_lost_after_send"),
-    ("aiosmtplib.SMTPServerDisconnected", "net.connection_lost", "net.connection_lost_after_send"),
     ("httpx.NetworkError", "net.connection_lost", "net.connection_lost_after_send"),
     ("httpx.RemoteProtocolError", "net.connection_lost", "net.connection_lost_after_send"),
     ("requests.ChunkedEncodingError", "net.connection_lost", "net.connection_lost_after_send"),
@@ -447,21 +442,18 @@ def _type_names(exc: BaseException) -> set[str]:
 
 
 def _smtp_reply_of(exc: BaseException) -> tuple[int, str, str] | None:
-    """(code, text, stage) from smtplib's / aiosmtplib's response exceptions."""
+    """(code, text, stage) from smtplib's response exceptions (the product's only SMTP client)."""
     name = type(exc).__name__
     stage = _SMTP_EXCEPTION_STAGE.get(name)
     recipients = getattr(exc, "recipients", None)
     if isinstance(recipients, dict) and recipients:  # smtplib: {rcpt: (code, msg)}
         code, text = next(iter(recipients.values()))
         return int(code), text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text), "rcpt"
-    if isinstance(recipients, list) and recipients:  # aiosmtplib: [SMTPRecipientRefused]
-        return _smtp_reply_of(recipients[0])
-    for code_attr, text_attr in (("smtp_code", "smtp_error"), ("code", "message")):
-        code = getattr(exc, code_attr, None)
-        if isinstance(code, int) and code >= 200 and type(exc).__module__.split(".")[0] in ("smtplib", "aiosmtplib"):
-            text = getattr(exc, text_attr, "")
-            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
-            return code, text, stage or ""
+    code = getattr(exc, "smtp_code", None)
+    if isinstance(code, int) and code >= 200 and type(exc).__module__.split(".")[0] == "smtplib":
+        text = getattr(exc, "smtp_error", "")
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
+        return code, text, stage or ""
     return None
 
 

@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.replies import entra_error, graph_error, keyvault_error, smtp_reply
 from shared.catalog import (
     DOC_BEGIN,
     DOC_END,
     CatalogEntry,
     catalog_markdown,
-    entra_error,
     entries,
     entry,
-    graph_error,
-    keyvault_error,
-    smtp_reply,
 )
 from shared.errors import CATEGORIES
 
