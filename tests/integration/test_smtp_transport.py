@@ -243,3 +243,15 @@ def test_timeout_waiting_for_the_data_verdict_is_maybe_delivered(fakes, make_sen
     assert smtp(senders).sessions_opened == 2
     # (The fake drops a message whose client went away; Exchange may have queued it: hence "maybe".)
     assert "subject after" in {d.subject for d in fakes.deliveries(transport="smtp")}
+
+
+def test_lines_starting_with_a_dot_arrive_whole(fakes, senders):
+    # SMTP ends DATA at a line holding one dot and strips a leading dot from every other line
+    # (RFC 5321 4.5.2), so the writer doubles each one; without that, ".signature" would lose its dot
+    # and a lone "." would end the message early.
+    text = "first line\n.signature\n.\n..two dots\nlast line"
+    msg, mid = message("dots", text=text)
+    send(senders, msg, mid)
+    [delivery] = fakes.deliveries(transport="smtp")
+    body = delivery.raw_mime.split(b"\r\n\r\n", 1)[1]
+    assert body.startswith(b"first line\r\n.signature\r\n.\r\n..two dots\r\nlast line")
