@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from shared.catalog import entry
 from tests.e2e.conftest import NOREPLY, OTHER, SENDER, Stack, call, mail
 
 GRAPH_SEND = "sendMail"
@@ -19,7 +20,7 @@ def test_access_policy_403_is_poisoned_as_permission(stack: Stack) -> None:
     assert isinstance(env, dict) and env["schema"] == "outbox.poison/1"
     assert env["error"]["category"] == "permission" and env["error"]["status"] == 403
     assert env["attempts"] == 1 and env["message"]["id"] == "raop-1"
-    assert "polic" in env["error"]["hint"].lower() or "scope" in env["error"]["hint"].lower()
+    assert env["error"]["hint"] == entry("graph.access_policy").hint  # the access-policy checklist
     row = stack.wait_state("raop-1", "poisoned")
     assert row.last_category == "permission" and row.last_hint == env["error"]["hint"]
     assert stack.harness.deliveries() == []

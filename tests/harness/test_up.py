@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -128,4 +129,5 @@ def test_azurite_missing_says_run_make_setup(tmp_path: Path) -> None:
 
 def test_main_without_command_prints_usage() -> None:
     result = subprocess.run([sys.executable, "-m", "harness"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
-    assert result.returncode == 2 and "up" in result.stdout
+    assert result.returncode == 2 and result.stdout.startswith("usage: python -m harness <command>")
+    assert re.search(r"(?m)^  up\s+start every fake", result.stdout)

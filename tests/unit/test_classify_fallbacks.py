@@ -59,7 +59,7 @@ NOW = 1_740_000_000.0  # a fixed "now" for HTTP-date arithmetic
 def test_smtp_lookups(code: int, text: str, stage: str, name: str, category: str, retryable: bool) -> None:
     err = classify_smtp_reply(code, text, stage=stage)
     assert (err.catalog, err.category, err.retryable) == (name, category, retryable)
-    assert text.split()[0] in err.detail or str(code) in err.detail
+    assert err.detail == f"{code} {text} (at {stage})"  # the server's words, whole, with the step they answer
     assert not err.maybe_delivered
 
 
