@@ -14,7 +14,7 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from shared.catalog import CatalogEntry, entries, entry
@@ -190,7 +190,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def _lower_headers(headers: Mapping[str, str] | Any) -> dict[str, str]:
     if headers is None:
         return {}
-    items = headers.items() if hasattr(headers, "items") else headers
+    # httpx, azure-core and aiohttp headers are mappings; a list of pairs is accepted too.
+    items: Iterable[tuple[object, object]] = headers.items() if isinstance(headers, Mapping) else headers
     return {str(k).lower(): str(v) for k, v in items}
 
 
@@ -494,18 +495,18 @@ def classify_transport_exception(exc: BaseException, *, transport: str | None, r
         if transport == "entra":
             return classify_entra_error(body, status=status)
         if transport == "keyvault":
-            code = getattr(azure_error, "code", None)
+            vault_code = getattr(azure_error, "code", None)
             message = getattr(azure_error, "message", None)
             inner = getattr(azure_error, "innererror", None) or {}
             inner_code = inner.get("code") if isinstance(inner, dict) else None
-            if code is None and body:
+            if vault_code is None and body:
                 try:
                     parsed = json.loads(body).get("error", {})
-                    code, message = parsed.get("code"), parsed.get("message")
+                    vault_code, message = parsed.get("code"), parsed.get("message")
                     inner_code = (parsed.get("innererror") or {}).get("code")
                 except (ValueError, AttributeError):
                     pass
-            return classify_keyvault_error(status, code, message or str(exc), inner_code=inner_code)
+            return classify_keyvault_error(status, vault_code, message or str(exc), inner_code=inner_code)
         e = _HTTP_BY_CLASS[5] if status >= 500 or status == 429 else _HTTP_BY_CLASS[4]
         return _error(e, code=f"http_{status}", status=status, transport=transport,
                       detail=f"{status}: {exc}", request_sent=True)

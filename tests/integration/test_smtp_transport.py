@@ -255,3 +255,28 @@ def test_lines_starting_with_a_dot_arrive_whole(fakes, senders):
     [delivery] = fakes.deliveries(transport="smtp")
     body = delivery.raw_mime.split(b"\r\n\r\n", 1)[1]
     assert body.startswith(b"first line\r\n.signature\r\n.\r\n..two dots\r\nlast line")
+
+
+def test_probe_runs_the_session_steps_and_sends_nothing(fakes, senders):
+    from shared.transports.smtp import probe
+
+    token = senders.tokens.token(senders.settings.smtp_scope).token
+    found = probe(senders.settings, mailbox=SENDER, sender=SENDER, token=token)
+    assert found.greeting  # the text of the 220 greeting, which doctor quotes
+    assert found.tls_version in ("TLSv1.2", "TLSv1.3") and "XOAUTH2" in found.auth_mechanisms
+    assert found.authenticated and found.auth_reply[0] == 235
+    assert found.mail_reply[0] == 250
+    assert fakes.deliveries() == []
+    assert auth_attempts(fakes) == 1
+
+
+def test_probe_names_the_step_that_failed(fakes, senders):
+    from shared.transports.smtp import StepFailed, probe
+
+    fakes.apply_scenario({"mailboxes": {SENDER: {"smtp_auth_enabled": False}}})
+    token = senders.tokens.token(senders.settings.smtp_scope).token
+    with pytest.raises(StepFailed) as info:
+        probe(senders.settings, mailbox=SENDER, sender=SENDER, token=token)
+    failed = info.value
+    assert (failed.stage, failed.error.catalog, failed.reply[0]) == ("auth", "smtp.auth_disabled_mailbox", 535)
+    assert failed.found.tls_version and not failed.found.authenticated

@@ -63,3 +63,4 @@ def test_the_rules_see_lazy_and_relative_imports(tmp_path: Path) -> None:
     probe = tmp_path / "probe.py"
     probe.write_text("def f():\n    import smtplib\n    from harness import replies\n    from .storage import queues\n")
     assert {"smtplib", "harness", "shared.storage"} <= _imports(probe, "shared")
+
