@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.faults import aiohttp_middleware
 from harness.pki import AppCertificate
@@ -305,10 +306,13 @@ def _verify_assertion(assertion: str, keys: list[AppCertificate], client_id: str
     now = time.time()
     if key is None or key.is_expired() or key.not_before.timestamp() > now + CLOCK_SKEW_S:
         raise EntraFailure("entra.invalid_signature")
+    public_key = key.certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):  # RS256/PS256 only: app certificates are RSA
+        raise EntraFailure("entra.invalid_signature")
     try:
         claims = jwt.decode(
             assertion,
-            key.certificate.public_key(),
+            public_key,
             algorithms=["RS256", "PS256"],
             options={"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
         )
