@@ -119,7 +119,8 @@ def _tenant_not_found(request: web.Request, tenant: str, *, discovery: bool) -> 
     if discovery:
         import json
 
-        body = json.loads(response.body)  # type: ignore[arg-type]
+        assert isinstance(response.body, bytes)  # _error renders the body itself
+        body = json.loads(response.body)
         body["error"] = "invalid_tenant"
         return _json(request, body, status=response.status, entry="entra.tenant_not_found")
     return response

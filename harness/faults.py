@@ -235,7 +235,7 @@ class FaultEngine:
     def on_change(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
-    def down_services(self) -> dict[str, str]:
+    def down_services(self) -> dict[str, Literal["refused", "reset"]]:
         """service -> down mode, for the host to close or reset listeners."""
         with self._lock:
             return {s.rule.service: s.rule.down_mode for s in self._states if s.rule.action == "down"}

@@ -47,6 +47,14 @@ def error_parts(
     return status, headers, body or b""
 
 
-def error_response(name: str, **kwargs: object) -> web.Response:
-    status, headers, body = error_parts(name, **kwargs)  # type: ignore[arg-type]
+def error_response(
+    name: str,
+    *,
+    request_id: str,
+    client_request_id: str,
+    retry_after: int | None = None,
+    fmt: dict[str, str] | None = None,
+) -> web.Response:
+    status, headers, body = error_parts(name, request_id=request_id, client_request_id=client_request_id,
+                                        retry_after=retry_after, fmt=fmt)
     return web.Response(status=status, headers=headers, body=body)

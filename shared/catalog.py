@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from string import Formatter
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 from shared.errors import CATEGORIES
 
@@ -199,12 +199,12 @@ def _smtp(
     hint: str,
     source: str,
     stage: str | None = None,
-    **extra: object,
+    **extra: Any,
 ) -> CatalogEntry:
     return CatalogEntry(
         name=name, transport="smtp", status=status, code=code, text=text, category=category,
         retryable=retryable, maybe_delivered=False, hint=hint, source=source, stage=stage,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -219,12 +219,12 @@ def _graph(
     hint: str,
     source: str,
     maybe_delivered: bool = False,
-    **extra: object,
+    **extra: Any,
 ) -> CatalogEntry:
     return CatalogEntry(
         name=name, transport="graph", status=status, code=code, text=text, category=category,
         retryable=retryable, maybe_delivered=maybe_delivered, hint=hint, source=source,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 
@@ -240,14 +240,14 @@ def _entra(
     hint: str,
     source: str,
     meaning: str,
-    **extra: object,
+    **extra: Any,
 ) -> CatalogEntry:
     code = f"AADSTS{number}" if number is not None else oauth_error
     full = f"{code}: {text}" if number is not None else text
     return CatalogEntry(
         name=name, transport="entra", status=status, code=code, text=full, category=category,
         retryable=retryable, maybe_delivered=False, hint=hint, source=source, meaning=meaning,
-        oauth_error=oauth_error, **extra,  # type: ignore[arg-type]
+        oauth_error=oauth_error, **extra,
     )
 
 
@@ -261,12 +261,12 @@ def _keyvault(
     retryable: bool,
     hint: str,
     source: str,
-    **extra: object,
+    **extra: Any,
 ) -> CatalogEntry:
     return CatalogEntry(
         name=name, transport="keyvault", status=status, code=code, text=text, category=category,
         retryable=retryable, maybe_delivered=False, hint=hint, source=source,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
 
 

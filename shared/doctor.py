@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 Status = Literal["pass", "warn", "fail", "skip"]
 Transport = Literal["graph", "smtp"]
 
+
+def transports_for(choice: str) -> tuple[Transport, ...]:
+    """The transports a ``--transport`` choice names: ``both`` is SMTP then Graph."""
+    if choice == "both":
+        return ("smtp", "graph")
+    if choice == "smtp":
+        return ("smtp",)
+    if choice == "graph":
+        return ("graph",)
+    raise ValueError(f"unknown transport {choice!r}: graph, smtp or both")
+
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # Every cloud's resource identifiers, so a token for the other service is recognised as such.
@@ -384,9 +395,10 @@ def check_claims(
         problems.append(("claims.wrong_app", f"appid is {appid}, OUTBOX_CLIENT_ID is {settings.client_id}",
                          "set OUTBOX_CLIENT_ID to the application (client) id of the sending app"))
     expires = claims.get("exp")
-    left = float(expires) - now.timestamp() if isinstance(expires, int | float) else None
-    if left is not None and left <= 0:
-        problems.append(("claims.expired", f"the token expired at {_iso(float(expires))}",  # type: ignore[arg-type]
+    expires_at = float(expires) if isinstance(expires, int | float) else None
+    left = expires_at - now.timestamp() if expires_at is not None else None
+    if expires_at is not None and left is not None and left <= 0:
+        problems.append(("claims.expired", f"the token expired at {_iso(expires_at)}",
                          "check this host's clock (NTP): Entra issued a token that is already expired here"))
     evidence = token_claims_view(claims)
     if problems:

@@ -160,7 +160,7 @@ def _azure_http_error(status: int) -> BaseException:
         def text(self) -> str:
             return ""
 
-    return HttpResponseError(message=f"status {status}", response=_Response())  # type: ignore[arg-type]
+    return HttpResponseError(message=f"status {status}", response=_Response())
 
 
 def test_every_no_reply_row_has_an_exception_case() -> None:
