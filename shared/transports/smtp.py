@@ -28,14 +28,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from shared import classify
 from shared.errors import OutboxError
-from shared.pacing import BUSY_CODE
+from shared.pacing import mailbox_busy
 from shared.transports import xoauth2
-from shared.transports.base import BlobSource, SendResult
+from shared.transports.base import BlobSource, SendResult, load_blobs, pause_mailbox
 
 if TYPE_CHECKING:
     from shared.message import Message
@@ -109,7 +109,7 @@ class SmtpTransport:
 
         started = time.perf_counter()
         mailbox = message.sender.address
-        message = _load_blobs(message, blobs)
+        message = load_blobs(message, blobs)
         payload = render_mime.to_bytes(render_mime.render_mime(message, message_id=internet_message_id))
         recipients = render_mime.envelope_recipients(message)
         self._pacing.smtp.spend(mailbox)
@@ -165,7 +165,7 @@ class SmtpTransport:
             except OutboxError as err:
                 self._after_failure(session, err)
                 if err.category == "throttled":
-                    self._pause(mailbox, err)
+                    pause_mailbox(self._pacing.smtp, mailbox, err, self._settings)
                 raise
             except BaseException:
                 self._discard(session)
@@ -224,10 +224,6 @@ class SmtpTransport:
         else:
             self._discard(session)
 
-    def _pause(self, mailbox: str, err: OutboxError) -> None:
-        seconds = err.retry_after if err.retry_after is not None else self._settings.backoff_base_s
-        self._pacing.smtp.pause(mailbox, min(seconds, self._settings.retry_after_max_s))
-
     # -- sessions ---------------------------------------------------------------------------------
 
     def _pool(self, mailbox: str) -> _Pool:
@@ -265,14 +261,9 @@ class SmtpTransport:
                         continue
                     for s in stale:
                         _quit(s)
-                    raise OutboxError(
-                        "throttled",
-                        BUSY_CODE,
-                        transport="smtp",
-                        retryable=True,
-                        retry_after=1.0,
-                        detail=f"{pool.limit} SMTP sessions for {mailbox} stayed busy for {wait_s:g} s",
-                        hint="OUTBOX_SMTP_CONNECTIONS caps sessions per mailbox (Exchange allows 3); re-queued",
+                    raise mailbox_busy(
+                        "smtp", f"{pool.limit} SMTP sessions for {mailbox} stayed busy for {wait_s:g} s",
+                        "OUTBOX_SMTP_CONNECTIONS caps sessions per mailbox (Exchange allows 3); re-queued",
                     )
             if session is None:
                 pool.open += 1  # reserve the connection before making it, outside the lock
@@ -528,20 +519,6 @@ def probe(settings: Settings, *, mailbox: str, sender: str, token: str | None) -
 
 def _reply_of(exc: BaseException | None) -> str:
     return _text(exc.smtp_error) if isinstance(exc, smtplib.SMTPResponseException) else ""
-
-
-def _load_blobs(message: Message, blobs: BlobSource | None) -> Message:
-    if not any(a.content is None and a.blob for a in message.attachments):
-        return message
-    if blobs is None:
-        raise OutboxError(
-            "config", "outbox.no_blob_source", detail="the message has blob attachments but no blob source was given",
-            hint="the pipeline must pass a BlobSource",
-        )
-    loaded = tuple(
-        a.with_content(blobs.read_all(a.blob)) if a.content is None and a.blob else a for a in message.attachments
-    )
-    return replace(message, attachments=loaded)
 
 
 def _text(value: bytes | str | None) -> str:
