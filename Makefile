@@ -30,10 +30,12 @@ demo: setup
 
 test: setup $(CHECKOV_VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	OUTBOX_CHECKOV=$(CHECKOV_VENV)/bin/checkov $(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python -m benchmarks.run

@@ -78,7 +78,7 @@ def _invalid(errors: list[dict[str, str]], detail: str, *, not_permitted: bool =
 
 
 def _config_failure(exc: Exception) -> func.HttpResponse:
-    from shared.errors import redact
+    from shared.redaction import redact
 
     log.error("outbox is not configured: %s", redact(str(exc)))
     return _json(500, {"error": {"category": "config", "code": "config", "detail": redact(str(exc)),
@@ -111,9 +111,10 @@ def _unavailable(req: func.HttpRequest, progress: Any, exc: Exception, *, mode: 
                  retry_after_s: float) -> func.HttpResponse:
     """A dependency failed outright (refused, 5xx) inside the deadline: the same answer as a late one."""
     from shared.deadline import Abandoned, Late
-    from shared.errors import redact
+    from shared.redaction import EXCEPTION_TEXT_MAX, redact_clip
 
-    log.warning("a dependency failed (mode=%s): %s: %s", mode, type(exc).__name__, redact(str(exc))[:300])
+    log.warning("a dependency failed (mode=%s): %s: %s", mode, type(exc).__name__,
+                redact_clip(str(exc), EXCEPTION_TEXT_MAX))
     if progress.abandoned:
         raise Abandoned  # the caller had its 503 already
     late: Late[Any] = Late(progress.message_id, may_have_committed=progress.committing)

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import IO
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "devstoreaccount1"
@@ -54,7 +55,7 @@ class Azurite:
         self.log_file = Path(log_file) if log_file else None
         self.blob_port = self.queue_port = self.table_port = 0
         self._process: subprocess.Popen[bytes] | None = None
-        self._log_handle: object | None = None
+        self._log_handle: IO[bytes] | None = None
 
     @property
     def connection_string(self) -> str:
@@ -87,7 +88,7 @@ class Azurite:
             args += ["--inMemoryPersistence"]
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
-            log = open(self.log_file, "wb")  # noqa: SIM115 - lives as long as the process
+            log: IO[bytes] = open(self.log_file, "wb")  # noqa: SIM115 - lives as long as the process
         else:
             log = tempfile.TemporaryFile()  # noqa: SIM115
         self._log_handle = log
@@ -120,9 +121,11 @@ class Azurite:
     def _log_tail(self) -> str:
         handle = self._log_handle
         try:
-            handle.flush()  # type: ignore[attr-defined]
-            handle.seek(0)  # type: ignore[attr-defined]
-            return handle.read()[-2000:].decode(errors="replace")  # type: ignore[attr-defined]
+            if handle is None:
+                return ""
+            handle.flush()
+            handle.seek(0)
+            return handle.read()[-2000:].decode(errors="replace")
         except (OSError, ValueError, AttributeError):
             return ""
 
@@ -139,7 +142,7 @@ class Azurite:
                 process.wait(timeout)
         if self._log_handle is not None:
             with contextlib.suppress(Exception):
-                self._log_handle.close()  # type: ignore[attr-defined]
+                self._log_handle.close()
             self._log_handle = None
 
     def __enter__(self) -> Azurite:

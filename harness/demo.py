@@ -156,7 +156,7 @@ def _report(out: TextIO, demo: list[Case], rows: dict[str, Any], deliveries: lis
         retried = bool(row and (row.attempts > 1 or row.throttled > 0))
         ok = state == case.expect_state and (case.expect_category is None or category == case.expect_category)
         ok = ok and (retried == case.expect_retry)
-        failures += not ok
+        failures += 0 if ok else 1
         name = case.id if not case.queue_id else f"(queue id {case.queue_id[:8]}…)"
         outcome = state
         if state == "sent" and retried and row is not None:
@@ -184,9 +184,9 @@ def _report(out: TextIO, demo: list[Case], rows: dict[str, Any], deliveries: lis
             for line in lines[1:]:
                 out.write(f"  {' ' * len(name)}  {line}\n")
     sent = sum(1 for r in rows.values() if r and r.state == "sent")
-    retried = sum(1 for r in rows.values() if r and r.state == "sent" and r.attempts > 1)
+    retried_count = sum(1 for r in rows.values() if r and r.state == "sent" and r.attempts > 1)
     poisoned = sum(1 for r in rows.values() if r and r.state == "poisoned")
-    out.write(f"\nsent {sent} ({retried} after a retry), poisoned {poisoned} (each with a classified envelope on "
+    out.write(f"\nsent {sent} ({retried_count} after a retry), poisoned {poisoned} (each with a classified envelope on "
               f"the poison queue); {len(deliveries)} messages reached the fake mailboxes.\n")
     if verbose:
         for case in demo:

@@ -24,6 +24,7 @@ from typing import Any
 
 import jwt
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from harness.faults import aiohttp_middleware
 from harness.pki import AppCertificate
@@ -85,9 +86,9 @@ def _known_tenant(scenario: Scenario, tenant: str) -> str | None:
 
 
 def _error(request: web.Request, entry: str, **fmt: Any) -> web.Response:
-    from shared import catalog
+    from harness import replies
 
-    status, body = catalog.entra_error(
+    status, body = replies.entra_error(
         entry,
         trace_id=str(uuid.uuid4()),
         correlation_id=request.headers.get("client-request-id") or str(uuid.uuid4()),
@@ -118,7 +119,8 @@ def _tenant_not_found(request: web.Request, tenant: str, *, discovery: bool) -> 
     if discovery:
         import json
 
-        body = json.loads(response.body)  # type: ignore[arg-type]
+        assert isinstance(response.body, bytes)  # _error renders the body itself
+        body = json.loads(response.body)
         body["error"] = "invalid_tenant"
         return _json(request, body, status=response.status, entry="entra.tenant_not_found")
     return response
@@ -305,10 +307,13 @@ def _verify_assertion(assertion: str, keys: list[AppCertificate], client_id: str
     now = time.time()
     if key is None or key.is_expired() or key.not_before.timestamp() > now + CLOCK_SKEW_S:
         raise EntraFailure("entra.invalid_signature")
+    public_key = key.certificate.public_key()
+    if not isinstance(public_key, rsa.RSAPublicKey):  # RS256/PS256 only: app certificates are RSA
+        raise EntraFailure("entra.invalid_signature")
     try:
         claims = jwt.decode(
             assertion,
-            key.certificate.public_key(),
+            public_key,
             algorithms=["RS256", "PS256"],
             options={"verify_aud": False, "verify_exp": False, "verify_nbf": False, "verify_iat": False},
         )

@@ -235,7 +235,7 @@ class FaultEngine:
     def on_change(self, callback: Callable[[], None]) -> None:
         self._listeners.append(callback)
 
-    def down_services(self) -> dict[str, str]:
+    def down_services(self) -> dict[str, Literal["refused", "reset"]]:
         """service -> down mode, for the host to close or reset listeners."""
         with self._lock:
             return {s.rule.service: s.rule.down_mode for s in self._states if s.rule.action == "down"}
@@ -310,13 +310,13 @@ def catalog_http_reply(
     """(status, headers, body) of a catalog entry in the shape of ``service`` (graph, entra, msi, keyvault)."""
     import json
 
-    from shared import catalog
+    from harness import replies
 
     fmt = dict(params or {})
     now = dt.datetime.now(dt.UTC)
     headers: dict[str, str] = {}
     if service == "graph":
-        status, headers, body = catalog.graph_error(
+        status, headers, body = replies.graph_error(
             name,
             request_id=request_id or str(uuid.uuid4()),
             client_request_id=client_request_id or str(uuid.uuid4()),
@@ -326,7 +326,7 @@ def catalog_http_reply(
         )
         return status, dict(headers), body or b""
     elif service in ("entra", "msi"):
-        status, data = catalog.entra_error(
+        status, data = replies.entra_error(
             name,
             trace_id=str(uuid.uuid4()),
             correlation_id=client_request_id or str(uuid.uuid4()),
@@ -336,7 +336,7 @@ def catalog_http_reply(
         payload = json.dumps(data).encode()
         headers["Content-Type"] = "application/json; charset=utf-8"
     elif service == "keyvault":
-        status, data = catalog.keyvault_error(name, **fmt)
+        status, data = replies.keyvault_error(name, **fmt)
         payload = json.dumps(data).encode()
         headers["Content-Type"] = "application/json; charset=utf-8"
     else:

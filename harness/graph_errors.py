@@ -7,7 +7,7 @@ import json
 
 from aiohttp import web
 
-from shared import catalog
+from harness import replies
 
 # Answered by the pre-authenticated upload URL, which is Outlook REST (outlook.office.com), not Graph:
 # its error body is {"error":{"code","message"}} without Graph's innerError.
@@ -29,7 +29,7 @@ def error_parts(
     fmt: dict[str, str] | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) of catalog row ``name``; Retry-After when given (fault rules, limits)."""
-    status, headers, body = catalog.graph_error(
+    status, headers, body = replies.graph_error(
         name,
         request_id=request_id,
         client_request_id=client_request_id,
@@ -47,6 +47,14 @@ def error_parts(
     return status, headers, body or b""
 
 
-def error_response(name: str, **kwargs: object) -> web.Response:
-    status, headers, body = error_parts(name, **kwargs)  # type: ignore[arg-type]
+def error_response(
+    name: str,
+    *,
+    request_id: str,
+    client_request_id: str,
+    retry_after: int | None = None,
+    fmt: dict[str, str] | None = None,
+) -> web.Response:
+    status, headers, body = error_parts(name, request_id=request_id, client_request_id=client_request_id,
+                                        retry_after=retry_after, fmt=fmt)
     return web.Response(status=status, headers=headers, body=body)

@@ -69,7 +69,7 @@ def _vault_url(request: web.Request) -> str:
 
 def _kv_error(entry: str, **fmt: Any) -> web.Response:
     """The catalog's Key Vault error body. Built from ``catalog.entry`` rather than
-    ``catalog.keyvault_error`` because that helper's own ``name`` parameter collides with the
+    ``replies.keyvault_error`` because that helper's own ``name`` parameter collides with the
     ``{name}`` placeholder of ``keyvault.secret_not_found`` (reported to the catalog owner)."""
     from shared import catalog
 

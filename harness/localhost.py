@@ -423,7 +423,7 @@ class LocalHost:
         self.stats = HostStats()
         self.stats_lock = threading.Lock()
         self.stopping = threading.Event()
-        self.executor: ThreadPoolExecutor = None  # type: ignore[assignment]
+        self._executor: ThreadPoolExecutor | None = None  # made by start()
         self.functions: list[IndexedFunction] = []
         self._listeners: list[_QueueListener] = []
         self._routes: list[_Route] = []
@@ -434,6 +434,13 @@ class LocalHost:
         self._started = False
 
     # -- lifecycle ----------------------------------------------------------------------------------
+
+    @property
+    def executor(self) -> ThreadPoolExecutor:
+        """The worker pool the invocations run on (the Functions worker's thread pool)."""
+        if self._executor is None:
+            raise RuntimeError("the local host is not started")
+        return self._executor
 
     @property
     def env(self) -> dict[str, str]:
@@ -451,7 +458,7 @@ class LocalHost:
             # The Python worker's rule: the app setting, else min(32, cores + 4).
             workers = self.thread_count or int(self.env.get("PYTHON_THREADPOOL_THREAD_COUNT") or 0) or min(
                 32, (os.cpu_count() or 1) + 4)
-            self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localhost-worker")
+            self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="localhost-worker")
             env = self.env
             for fn in self.functions:
                 trig = fn.trigger
@@ -492,7 +499,8 @@ class LocalHost:
             self._server.server_close()
             if self._server_thread:
                 self._server_thread.join(timeout=10)
-        self.executor.shutdown(wait=True, cancel_futures=False)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=False)
         for listener in self._listeners:
             with contextlib.suppress(Exception):
                 listener.client.close()

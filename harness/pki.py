@@ -230,7 +230,9 @@ def load_app_certificate_pfx(data: bytes | str, password: bytes | None = None) -
     if not isinstance(key, rsa.RSAPrivateKey) or cert is None:
         raise ValueError("the PFX does not hold an RSA key and a certificate")
     cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    subject = f"CN={cn[0].value}" if cn else cert.subject.rfc4514_string()
+    value = cn[0].value if cn else ""
+    name = value if isinstance(value, str) else value.decode()
+    subject = f"CN={name}" if cn else cert.subject.rfc4514_string()
     return AppCertificate(private_key=key, certificate=cert, subject=subject)
 
 

@@ -122,4 +122,4 @@ class HarnessRuntime:
         current = self.host.down_services()
         for name in self.host.endpoints:
             if current.get(name) != wanted.get(name):
-                await self.host.set_down_async(name, wanted.get(name))  # type: ignore[arg-type]
+                await self.host.set_down_async(name, wanted.get(name))

@@ -18,7 +18,7 @@ import struct
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 from aiohttp import web
 
@@ -53,14 +53,14 @@ class Endpoint:
 @dataclass
 class _Service:
     name: str
-    factory: Callable[[], asyncio.BaseProtocol]
+    factory: Callable[[], asyncio.Protocol]
     ssl: ssl.SSLContext | None
     kind: Literal["http", "stream"]
     port: int = 0
     server: asyncio.Server | None = None
     runner: web.AppRunner | None = None
     down: DownMode | None = None
-    connections: set[asyncio.BaseTransport] = field(default_factory=set)
+    connections: set[asyncio.Transport] = field(default_factory=set)
 
 
 class _Resetter(asyncio.Protocol):
@@ -71,7 +71,7 @@ class _Resetter(asyncio.Protocol):
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        transport.abort()
+        cast(asyncio.Transport, transport).abort()  # a stream server's transports are asyncio.Transport
 
 
 class _TrackedProtocol(asyncio.Protocol):
@@ -80,16 +80,17 @@ class _TrackedProtocol(asyncio.Protocol):
     (aiohttp's RequestHandler has __slots__, so its methods cannot be wrapped in place.)
     """
 
-    def __init__(self, inner: asyncio.BaseProtocol, registry: set[asyncio.BaseTransport]) -> None:
+    def __init__(self, inner: asyncio.Protocol, registry: set[asyncio.Transport]) -> None:
         self._inner = inner
         self._registry = registry
-        self._transport: asyncio.BaseTransport | None = None
+        self._transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport
+        stream = cast(asyncio.Transport, transport)  # a stream server's transports are asyncio.Transport
+        self._transport = stream
         for stale in [t for t in self._registry if t.is_closing()]:
             self._registry.discard(stale)
-        self._registry.add(transport)
+        self._registry.add(stream)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
@@ -102,10 +103,10 @@ class _TrackedProtocol(asyncio.Protocol):
         self._inner.connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)  # type: ignore[attr-defined]
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()  # type: ignore[attr-defined]
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -232,7 +233,7 @@ class ServiceHost:
     def add_protocol_server(
         self,
         name: str,
-        protocol_factory: Callable[[], asyncio.BaseProtocol],
+        protocol_factory: Callable[[], asyncio.Protocol],
         *,
         port: int = 0,
         ssl_context: ssl.SSLContext | None = None,
@@ -250,7 +251,7 @@ class ServiceHost:
 
     async def _listen(self, service: _Service) -> None:
         if service.down == "reset":
-            factory: Callable[[], asyncio.BaseProtocol] = _Resetter
+            factory: Callable[[], asyncio.Protocol] = _Resetter
             context = None
         else:
             factory = self._tracking(service)
@@ -260,8 +261,8 @@ class ServiceHost:
         )
         service.port = service.server.sockets[0].getsockname()[1]
 
-    def _tracking(self, service: _Service) -> Callable[[], asyncio.BaseProtocol]:
-        def factory() -> asyncio.BaseProtocol:
+    def _tracking(self, service: _Service) -> Callable[[], asyncio.Protocol]:
+        def factory() -> asyncio.Protocol:
             return _TrackedProtocol(service.factory(), service.connections)
 
         return factory

@@ -33,10 +33,11 @@ import email.policy
 import email.utils
 import secrets
 import ssl
-from typing import Any
+from typing import Any, cast
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from harness import replies
 from harness.faults import Fault
 from harness.runtime import FAKE_EXCHANGE_HOST, HarnessRuntime
 from harness.scenario import Scenario
@@ -79,7 +80,7 @@ def _exchange_wording(status: str) -> str:
 
 
 def _reply(name: str, **fmt: object) -> str:
-    code, text = catalog.smtp_reply(name, **({"host": FAKE_EXCHANGE_HOST} | fmt))
+    code, text = replies.smtp_reply(name, **({"host": FAKE_EXCHANGE_HOST} | fmt))
     return f"{code} {text}"
 
 
@@ -202,7 +203,7 @@ class ExchangeSMTP(SMTP):
     def _drop(self) -> None:
         """Close without a reply; stop reading (the client sees EOF / reset)."""
         if self.transport is not None:
-            self.transport.abort()
+            cast(asyncio.Transport, self.transport).abort()  # aiosmtpd types it BaseTransport; TCP gives Transport
         raise asyncio.CancelledError
 
     async def _stage_fault(self, stage: str, recipients: list[str] | None = None) -> Fault | None:
@@ -368,7 +369,7 @@ class ExchangeSMTP(SMTP):
             return
         assert self.session is not None
         self.session.authenticated = True
-        self.session.auth_data = identity
+        self.session.auth_data = identity  # type: ignore[assignment]  # aiosmtpd declares Session.auth_data = None
         self.identity = identity
         self._hold_thread()
         self._record("auth", 235)

@@ -133,21 +133,39 @@ class SlidingWindow:
 class GraphLimitsLike(Protocol):
     """``harness.scenario.GraphLimits``: per app + mailbox, as on Graph's throttling-limits page."""
 
-    concurrency: int
-    requests_per_window: int
-    window_s: float
-    upload_bytes_per_window: int
-    upload_window_s: float
+    @property
+    def concurrency(self) -> int: ...
+
+    @property
+    def requests_per_window(self) -> int: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def upload_bytes_per_window(self) -> int: ...
+
+    @property
+    def upload_window_s(self) -> float: ...
 
 
 class SmtpLimitsLike(Protocol):
     """``harness.scenario.SmtpLimits``: Exchange Online SMTP AUTH submission limits per mailbox."""
 
-    connections_per_mailbox: int
-    messages_per_window: int
-    window_s: float
-    recipients_per_message: int
-    max_message_bytes: int
+    @property
+    def connections_per_mailbox(self) -> int: ...
+
+    @property
+    def messages_per_window(self) -> int: ...
+
+    @property
+    def window_s(self) -> float: ...
+
+    @property
+    def recipients_per_message(self) -> int: ...
+
+    @property
+    def max_message_bytes(self) -> int: ...
 
 
 # Outlook does not document the Retry-After of a MailboxConcurrency 429; a short one is what clients see.

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
 from email.headerregistry import Address as HeaderAddress
-from email.headerregistry import HeaderRegistry
+from email.headerregistry import AddressHeader, HeaderRegistry
 
 import idna
 
@@ -171,6 +171,8 @@ def parse_address(text: str) -> Address:
         return Address(normalize_addr_spec(stripped))
     try:
         header = _HEADER_REGISTRY("to", stripped)
+        if not isinstance(header, AddressHeader):  # the registry maps "to" to an address header
+            raise TypeError(type(header).__name__)
         groups = header.groups
     except Exception:  # the stdlib parser raises IndexError & co on some malformed input
         raise AddressError(f"cannot be parsed as an address: {stripped[:80]!r}") from None

@@ -79,11 +79,12 @@ def parse_certificate(value: str, content_type: str | None, *, version: str | No
         except ValueError as exc:
             raise ValueError("the secret is not base64 PFX data") from exc
         try:
-            key, cert, _ = pkcs12.load_key_and_certificates(raw, None)
+            key, loaded, _ = pkcs12.load_key_and_certificates(raw, None)
         except ValueError as exc:
             raise ValueError(f"the PFX cannot be read without a password ({exc})") from exc
-        if key is None or cert is None:
+        if key is None or loaded is None:
             raise ValueError("the PFX holds no private key or no certificate")
+        cert = loaded
     else:
         raise ValueError(f"unsupported content type {content_type!r} (expected {PFX} or {PEM})")
     key_pem = key.private_bytes(

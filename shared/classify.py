@@ -14,18 +14,18 @@ import email.utils
 import json
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Final
 
 from shared.catalog import CatalogEntry, entries, entry
-from shared.errors import OutboxError, redact
+from shared.errors import OutboxError
+from shared.redaction import ERROR_DETAIL_MAX, clip, redact
 
 SMTP_STAGES: Final = ("connect", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "quit")
 
 # Graph operations that submit a message: only there can a lost answer mean a sent message.
 SENDING_OPERATIONS: Final = frozenset({"send", "sendmail", "send_mail", "send_draft"})
 
-_DETAIL_MAX: Final = 1000
 _ENHANCED: Final = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _AADSTS: Final = re.compile(r"AADSTS(\d+)")
 
@@ -88,11 +88,6 @@ def _pick(candidates: tuple[CatalogEntry, ...], text: str, status: int | None = 
     return plain[0] if plain else None
 
 
-def _clip(text: str) -> str:
-    text = text.strip()
-    return text if len(text) <= _DETAIL_MAX else text[: _DETAIL_MAX - 3] + "..."
-
-
 def _error(
     e: CatalogEntry,
     *,
@@ -113,7 +108,7 @@ def _error(
         retryable=e.retryable,
         request_sent=request_sent,
         maybe_delivered=e.maybe_delivered if maybe_delivered is None else maybe_delivered,
-        detail=_clip(redact(detail)),
+        detail=clip(redact(detail).strip(), ERROR_DETAIL_MAX),
         hint=e.hint_for(hint_values or {}),
         catalog=e.name,
         max_retries=e.max_retries,
@@ -141,7 +136,7 @@ def smtp_entry(code: int, text: str, stage: str | None = None) -> CatalogEntry:
 
 
 def classify_smtp_reply(code: int, text: str | bytes, *, stage: str) -> OutboxError:
-    """Classify an SMTP reply. ``text`` is the reply after the code (as smtplib/aiosmtplib give it);
+    """Classify an SMTP reply. ``text`` is the reply after the code (as smtplib gives it);
     ``stage`` is the command it answered (one of :data:`SMTP_STAGES`)."""
     if stage not in SMTP_STAGES:
         raise ValueError(f"unknown SMTP stage {stage!r}; expected one of {SMTP_STAGES}")
@@ -195,7 +190,8 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 def _lower_headers(headers: Mapping[str, str] | Any) -> dict[str, str]:
     if headers is None:
         return {}
-    items = headers.items() if hasattr(headers, "items") else headers
+    # httpx, azure-core and aiohttp headers are mappings; a list of pairs is accepted too.
+    items: Iterable[tuple[object, object]] = headers.items() if isinstance(headers, Mapping) else headers
     return {str(k).lower(): str(v) for k, v in items}
 
 
@@ -383,19 +379,15 @@ _EXCEPTION_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     # azure-identity raises this (without a response) when the managed identity endpoint refuses.
     ("azure.ClientAuthenticationError", "net.credential_unavailable", "net.credential_unavailable"),
     ("smtplib.SMTPNotSupportedError", "smtp.auth_before_tls", "smtp.auth_before_tls"),
-    ("aiosmtplib.SMTPNotSupported", "smtp.auth_before_tls", "smtp.auth_before_tls"),
     ("httpx.ConnectTimeout", "net.connect_timeout", "net.connect_timeout"),
     ("requests.ConnectTimeout", "net.connect_timeout", "net.connect_timeout"),
-    ("aiosmtplib.SMTPConnectTimeoutError", "net.connect_timeout", "net.connect_timeout"),
     ("httpx.PoolTimeout", "net.timeout", "net.timeout"),
     ("azure.ServiceRequestTimeoutError", "net.connect_timeout", "net.connect_timeout"),
     ("azure.ServiceResponseTimeoutError", "net.timeout_after_send", "net.timeout_after_send"),
     ("httpx.TimeoutException", "net.timeout", "net.timeout_after_send"),
     ("requests.Timeout", "net.timeout", "net.timeout_after_send"),
-    ("aiosmtplib.SMTPTimeoutError", "net.timeout", "net.timeout_after_send"),
     ("builtins.TimeoutError", "net.timeout", "net.timeout_after_send"),
     ("httpx.ConnectError", "net.connect_failed", "net.connect_failed"),
-    ("aiosmtplib.SMTPConnectError", "net.connect_failed", "net.connect_failed"),
     ("smtplib.SMTPConnectError", "net.connect_failed", "net.connect_failed"),
     ("requests.ConnectionError", "net.connect_failed", "net.connect_failed"),
     ("builtins.ConnectionRefusedError", "net.connect_failed", "net.connect_failed"),
@@ -405,7 +397,6 @@ _EXCEPTION_RULES: Final[tuple[tuple[str, str, str], ...]] = (
     ("azure.ServiceResponseError", "net.connection_lost_after_send", "net.connection_lost_after_send"),
     ("ssl.SSLError", "net.tls_error", "net.tls_error"),
     ("smtplib.SMTPServerDisconnected", "net.connection_lost", "net.connection_lost_after_send"),
-    ("aiosmtplib.SMTPServerDisconnected", "net.connection_lost", "net.connection_lost_after_send"),
     ("httpx.NetworkError", "net.connection_lost", "net.connection_lost_after_send"),
     ("httpx.RemoteProtocolError", "net.connection_lost", "net.connection_lost_after_send"),
     ("requests.ChunkedEncodingError", "net.connection_lost", "net.connection_lost_after_send"),
@@ -452,21 +443,18 @@ def _type_names(exc: BaseException) -> set[str]:
 
 
 def _smtp_reply_of(exc: BaseException) -> tuple[int, str, str] | None:
-    """(code, text, stage) from smtplib's / aiosmtplib's response exceptions."""
+    """(code, text, stage) from smtplib's response exceptions (the product's only SMTP client)."""
     name = type(exc).__name__
     stage = _SMTP_EXCEPTION_STAGE.get(name)
     recipients = getattr(exc, "recipients", None)
     if isinstance(recipients, dict) and recipients:  # smtplib: {rcpt: (code, msg)}
         code, text = next(iter(recipients.values()))
         return int(code), text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text), "rcpt"
-    if isinstance(recipients, list) and recipients:  # aiosmtplib: [SMTPRecipientRefused]
-        return _smtp_reply_of(recipients[0])
-    for code_attr, text_attr in (("smtp_code", "smtp_error"), ("code", "message")):
-        code = getattr(exc, code_attr, None)
-        if isinstance(code, int) and code >= 200 and type(exc).__module__.split(".")[0] in ("smtplib", "aiosmtplib"):
-            text = getattr(exc, text_attr, "")
-            text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
-            return code, text, stage or ""
+    code = getattr(exc, "smtp_code", None)
+    if isinstance(code, int) and code >= 200 and type(exc).__module__.split(".")[0] == "smtplib":
+        text = getattr(exc, "smtp_error", "")
+        text = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text or "")
+        return code, text, stage or ""
     return None
 
 
@@ -507,18 +495,18 @@ def classify_transport_exception(exc: BaseException, *, transport: str | None, r
         if transport == "entra":
             return classify_entra_error(body, status=status)
         if transport == "keyvault":
-            code = getattr(azure_error, "code", None)
+            vault_code = getattr(azure_error, "code", None)
             message = getattr(azure_error, "message", None)
             inner = getattr(azure_error, "innererror", None) or {}
             inner_code = inner.get("code") if isinstance(inner, dict) else None
-            if code is None and body:
+            if vault_code is None and body:
                 try:
                     parsed = json.loads(body).get("error", {})
-                    code, message = parsed.get("code"), parsed.get("message")
+                    vault_code, message = parsed.get("code"), parsed.get("message")
                     inner_code = (parsed.get("innererror") or {}).get("code")
                 except (ValueError, AttributeError):
                     pass
-            return classify_keyvault_error(status, code, message or str(exc), inner_code=inner_code)
+            return classify_keyvault_error(status, vault_code, message or str(exc), inner_code=inner_code)
         e = _HTTP_BY_CLASS[5] if status >= 500 or status == 429 else _HTTP_BY_CLASS[4]
         return _error(e, code=f"http_{status}", status=status, transport=transport,
                       detail=f"{status}: {exc}", request_sent=True)

@@ -17,11 +17,8 @@ Nothing is sent unless ``send_test_to`` is given: the SMTP probe stops after ``M
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime as dt
-import smtplib
-import ssl
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -29,14 +26,27 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from shared.errors import OutboxError
+from shared.redaction import DOCTOR_MEANING_MAX, clip, redact, redact_tree
 
 if TYPE_CHECKING:
     from shared.certificates import CertificateMaterial, CertificateProvider
     from shared.settings import Settings
     from shared.tokens import TokenProvider
+    from shared.transports.smtp import Probe, StepFailed
 
 Status = Literal["pass", "warn", "fail", "skip"]
 Transport = Literal["graph", "smtp"]
+
+
+def transports_for(choice: str) -> tuple[Transport, ...]:
+    """The transports a ``--transport`` choice names: ``both`` is SMTP then Graph."""
+    if choice == "both":
+        return ("smtp", "graph")
+    if choice == "smtp":
+        return ("smtp",)
+    if choice == "graph":
+        return ("graph",)
+    raise ValueError(f"unknown transport {choice!r}: graph, smtp or both")
 
 EXCHANGE_APP_ID = "00000002-0000-0ff1-ce00-000000000000"
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -83,6 +93,12 @@ class Check:
     detail: str = ""
     """The server's own words (redacted), when they add to the summary."""
 
+    def __post_init__(self) -> None:
+        # A summary or detail quotes servers and settings: redacted here, so the text report, the JSON
+        # report and anything else built from a Check read the same cleaned words.
+        self.summary = redact(self.summary)
+        self.detail = redact(self.detail)
+
     @property
     def ok(self) -> bool:
         return self.status in ("pass", "warn")
@@ -96,7 +112,7 @@ class Check:
         if self.detail:
             out["detail"] = self.detail
         if self.evidence:
-            out["evidence"] = self.evidence
+            out["evidence"] = redact_tree(self.evidence)
         if self.remaining:
             out["remainingCauses"] = [r.to_dict() for r in self.remaining]
         return out
@@ -161,7 +177,7 @@ def _describe(error: OutboxError) -> str:
         meaning = error.detail
         for prefix in (f"{head}: ", f"{error.code}: ", f"{error.status}: "):
             meaning = meaning.removeprefix(prefix)
-        meaning = meaning if len(meaning) <= 160 else meaning[:159] + "…"
+        meaning = clip(meaning, DOCTOR_MEANING_MAX)
     return f"{head}: {meaning}" if meaning else head
 
 
@@ -379,9 +395,10 @@ def check_claims(
         problems.append(("claims.wrong_app", f"appid is {appid}, OUTBOX_CLIENT_ID is {settings.client_id}",
                          "set OUTBOX_CLIENT_ID to the application (client) id of the sending app"))
     expires = claims.get("exp")
-    left = float(expires) - now.timestamp() if isinstance(expires, int | float) else None
-    if left is not None and left <= 0:
-        problems.append(("claims.expired", f"the token expired at {_iso(float(expires))}",  # type: ignore[arg-type]
+    expires_at = float(expires) if isinstance(expires, int | float) else None
+    left = expires_at - now.timestamp() if expires_at is not None else None
+    if expires_at is not None and left is not None and left <= 0:
+        problems.append(("claims.expired", f"the token expired at {_iso(expires_at)}",
                          "check this host's clock (NTP): Entra issued a token that is already expired here"))
     evidence = token_claims_view(claims)
     if problems:
@@ -398,14 +415,6 @@ def check_claims(
 
 
 # -- SMTP ---------------------------------------------------------------------------------------------
-
-
-def _xoauth2(user: str, token: str) -> str:
-    return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")
-
-
-def _reply_text(reply: bytes | str) -> str:
-    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
 
 
 def _classify_reply(code: int, text: str, stage: str) -> OutboxError:
@@ -451,86 +460,19 @@ def smtp_checks(
     claims: Mapping[str, Any] | None,
     token_problem: str | None,
 ) -> list[Check]:
-    """connect, STARTTLS, AUTH XOAUTH2 as ``mailbox``, MAIL FROM ``sender``, then RSET and QUIT."""
-    host, port, timeout = settings.smtp_host, settings.smtp_port, settings.smtp_timeout_s
-    checks: list[Check] = []
+    """connect, STARTTLS, AUTH XOAUTH2 as ``mailbox``, MAIL FROM ``sender``, then RSET and QUIT: the SMTP
+    transport's own session steps in its probe mode (nothing is sent)."""
+    from shared.transports import smtp
+
+    host, port = settings.smtp_host, settings.smtp_port
     where = f"{host}:{port}"
     try:
-        client = smtplib.SMTP(timeout=timeout)
-        client._host = host  # STARTTLS checks the certificate against it (set only by SMTP(host) otherwise)
-        code, banner = client.connect(host, port)
-    except (OSError, smtplib.SMTPException) as exc:
-        checks.append(Check(
-            "smtp.connect", "smtp: connect", "fail", f"cannot connect to {where}: {exc}",
-            fix=f"check that {where} is reachable from here (firewall egress on port {port}, proxy, DNS; "
-            "OUTBOX_SMTP_HOST / OUTBOX_SMTP_PORT)", cause="network.unreachable",
-        ))
-        return checks + _skip_smtp_after("smtp.connect", "no connection")
-    try:
-        return _smtp_session(client, settings, checks, code, _reply_text(banner), where, mailbox, sender,
-                             token, claims, token_problem)
-    finally:
-        try:
-            client.quit()
-        except (OSError, smtplib.SMTPException):
-            client.close()
-
-
-def _skip_smtp_after(failed: str, because: str) -> list[Check]:
-    order = [("smtp.connect", "smtp: connect"), ("smtp.starttls", "smtp: STARTTLS"),
-             ("smtp.auth", "smtp: AUTH XOAUTH2"), ("smtp.mail_from", "smtp: MAIL FROM")]
-    ids = [i for i, _ in order]
-    return [_skip(i, t, f"skipped: {because}") for i, t in order[ids.index(failed) + 1:]]
-
-
-def _smtp_session(
-    client: smtplib.SMTP,
-    settings: Settings,
-    checks: list[Check],
-    code: int,
-    banner: str,
-    where: str,
-    mailbox: str,
-    sender: str,
-    token: str | None,
-    claims: Mapping[str, Any] | None,
-    token_problem: str | None,
-) -> list[Check]:
-    if code != 220:
-        err = _classify_reply(code, banner, "connect")
-        checks.append(Check("smtp.connect", "smtp: connect", "fail", f"{where} greeted with {code} {banner}",
-                            fix=err.hint, cause=err.catalog or err.code))
-        return checks + _skip_smtp_after("smtp.connect", "no usable greeting")
-    ehlo_code, _ = client.ehlo()
-    if ehlo_code != 250 or not client.has_extn("starttls"):
-        checks.append(Check(
-            "smtp.connect", "smtp: connect", "fail",
-            f"{where} does not offer STARTTLS (EHLO {ehlo_code}; extensions: {', '.join(sorted(client.esmtp_features))})",
-            fix="OUTBOX_SMTP_HOST/PORT must name Exchange Online's submission endpoint (smtp.office365.com:587)",
-            cause="smtp.no_starttls",
-        ))
-        return checks + _skip_smtp_after("smtp.connect", "STARTTLS not offered")
-    checks.append(Check("smtp.connect", "smtp: connect", "pass", f"{where}: {banner.splitlines()[0][:80]}"))
-
-    try:
-        client.starttls(context=settings.ssl_context())
-    except ssl.SSLError as exc:
-        checks.append(Check(
-            "smtp.starttls", "smtp: STARTTLS", "fail", f"TLS handshake with {where} failed: {exc}",
-            fix="a TLS-intercepting proxy or a missing CA: OUTBOX_CA_BUNDLE must hold the CA that signed the "
-            "server's certificate; TLS 1.2 or newer is required", cause="tls.handshake",
-        ))
-        return checks + _skip_smtp_after("smtp.starttls", "no TLS")
-    except smtplib.SMTPResponseException as exc:
-        err = _classify_reply(exc.smtp_code, _reply_text(exc.smtp_error), "starttls")
-        checks.append(Check("smtp.starttls", "smtp: STARTTLS", "fail",
-                            f"STARTTLS refused: {exc.smtp_code} {_reply_text(exc.smtp_error)}",
-                            fix=err.hint, cause=err.catalog or err.code))
-        return checks + _skip_smtp_after("smtp.starttls", "no TLS")
-    sock = client.sock
-    version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
-    client.ehlo()
-    mechanisms = str(client.esmtp_features.get("auth", "")).upper().split()
+        found = smtp.probe(settings, mailbox=mailbox, sender=sender, token=token if claims is not None else None)
+    except smtp.StepFailed as failed:
+        return _smtp_failure(settings, failed, where, mailbox, claims)
+    checks = [_connected(found, where)]
+    mechanisms = list(found.auth_mechanisms)
+    version = found.tls_version
     if "XOAUTH2" not in mechanisms:
         checks.append(Check(
             "smtp.starttls", "smtp: STARTTLS", "fail",
@@ -539,27 +481,14 @@ def _smtp_session(
             cause="smtp.no_xoauth2",
         ))
         return checks + _skip_smtp_after("smtp.starttls", "XOAUTH2 not offered")
-    checks.append(Check("smtp.starttls", "smtp: STARTTLS", "pass", f"{version}; AUTH {' '.join(mechanisms)}",
-                        evidence={"tls": version, "auth": mechanisms}))
-
-    if token is None or claims is None:
+    checks.append(_secured(found))
+    if not found.authenticated:
         checks.append(_skip("smtp.auth", "smtp: AUTH XOAUTH2", f"skipped: {token_problem or 'no token'}"))
         checks.append(_skip("smtp.mail_from", "smtp: MAIL FROM", "skipped: not authenticated"))
         return checks
-    auth_code, auth_reply = client.docmd("AUTH", "XOAUTH2 " + _xoauth2(mailbox, token))
-    auth_text = _reply_text(auth_reply)
-    if auth_code == 334:
-        # A server that answers with an error challenge wants an empty line before the final reply.
-        auth_code, auth_reply = client.docmd("")
-        auth_text = _reply_text(auth_reply)
-    if auth_code != 235:
-        checks.append(_auth_failure(settings, auth_code, auth_text, mailbox, claims))
-        checks.append(_skip("smtp.mail_from", "smtp: MAIL FROM", "skipped: not authenticated"))
-        return checks
+    auth_code, auth_text = found.auth_reply or (235, "")
     checks.append(Check("smtp.auth", "smtp: AUTH XOAUTH2", "pass", f"{auth_code} {auth_text} (user={mailbox})"))
-
-    mail_code, mail_reply = client.mail(sender)
-    mail_text = _reply_text(mail_reply)
+    mail_code, mail_text = found.mail_reply or (0, "")
     if mail_code != 250:
         err = _classify_reply(mail_code, mail_text, "mail")
         as_other = sender.lower() != mailbox.lower()
@@ -572,9 +501,69 @@ def _smtp_session(
         note = f" as {mailbox}" if sender.lower() != mailbox.lower() else ""
         checks.append(Check("smtp.mail_from", "smtp: MAIL FROM", "pass",
                             f"<{sender}> accepted{note}; RSET, nothing sent"))
-    with contextlib.suppress(OSError, smtplib.SMTPException):
-        client.rset()
     return checks
+
+
+def _connected(found: Probe, where: str) -> Check:
+    lines = found.greeting.splitlines()
+    return Check("smtp.connect", "smtp: connect", "pass", f"{where}: {(lines[0] if lines else '')[:80]}")
+
+
+def _secured(found: Probe) -> Check:
+    mechanisms = list(found.auth_mechanisms)
+    return Check("smtp.starttls", "smtp: STARTTLS", "pass", f"{found.tls_version}; AUTH {' '.join(mechanisms)}",
+                 evidence={"tls": found.tls_version, "auth": mechanisms})
+
+
+def _smtp_failure(settings: Settings, failed: StepFailed, where: str, mailbox: str,
+                  claims: Mapping[str, Any] | None) -> list[Check]:
+    """The check for the step the probe stopped at, and the later ones skipped."""
+    err = failed.error
+    port = settings.smtp_port
+    checks: list[Check] = []
+    if failed.stage == "connect":
+        if err.code == "outbox.starttls_not_offered":
+            checks.append(Check(
+                "smtp.connect", "smtp: connect", "fail", f"{where} does not offer STARTTLS",
+                fix="OUTBOX_SMTP_HOST/PORT must name Exchange Online's submission endpoint (smtp.office365.com:587)",
+                cause="smtp.no_starttls",
+            ))
+            return checks + _skip_smtp_after("smtp.connect", "STARTTLS not offered")
+        if err.status is not None:  # the server answered, with something other than 220
+            checks.append(Check("smtp.connect", "smtp: connect", "fail", f"{where} greeted with {err.detail}",
+                                fix=err.hint, cause=err.catalog or err.code))
+            return checks + _skip_smtp_after("smtp.connect", "no usable greeting")
+        checks.append(Check(
+            "smtp.connect", "smtp: connect", "fail", f"cannot connect to {where}: {err.detail}",
+            fix=f"check that {where} is reachable from here (firewall egress on port {port}, proxy, DNS; "
+            "OUTBOX_SMTP_HOST / OUTBOX_SMTP_PORT)", cause="network.unreachable",
+        ))
+        return checks + _skip_smtp_after("smtp.connect", "no connection")
+    checks.append(_connected(failed.found, where))
+    if failed.stage == "starttls":
+        if failed.reply is not None:
+            code, text = failed.reply
+            checks.append(Check("smtp.starttls", "smtp: STARTTLS", "fail", f"STARTTLS refused: {code} {text}",
+                                fix=err.hint, cause=err.catalog or err.code))
+        else:
+            checks.append(Check(
+                "smtp.starttls", "smtp: STARTTLS", "fail", f"TLS handshake with {where} failed: {err.detail}",
+                fix="a TLS-intercepting proxy or a missing CA: OUTBOX_CA_BUNDLE must hold the CA that signed the "
+                "server's certificate; TLS 1.2 or newer is required", cause="tls.handshake",
+            ))
+        return checks + _skip_smtp_after("smtp.starttls", "no TLS")
+    checks.append(_secured(failed.found))
+    code, text = failed.reply or (err.status or 0, err.detail or "")
+    checks.append(_auth_failure(settings, code, text, mailbox, claims or {}))
+    checks.append(_skip("smtp.mail_from", "smtp: MAIL FROM", "skipped: not authenticated"))
+    return checks
+
+
+def _skip_smtp_after(failed: str, because: str) -> list[Check]:
+    order = [("smtp.connect", "smtp: connect"), ("smtp.starttls", "smtp: STARTTLS"),
+             ("smtp.auth", "smtp: AUTH XOAUTH2"), ("smtp.mail_from", "smtp: MAIL FROM")]
+    ids = [i for i, _ in order]
+    return [_skip(i, t, f"skipped: {because}") for i, t in order[ids.index(failed) + 1:]]
 
 
 def _auth_failure(settings: Settings, code: int, text: str, mailbox: str, claims: Mapping[str, Any]) -> Check:

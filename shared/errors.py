@@ -18,9 +18,12 @@ Tree::
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, get_args
+
+from shared.redaction import redact
+
+__all__ = ["CATEGORIES", "ENVELOPE_KEYS", "TRANSPORTS", "ConfigError", "OutboxError", "redact"]
 
 Category = Literal[
     "invalid_message",
@@ -34,10 +37,10 @@ Category = Literal[
     "config",
     "unknown",
 ]
-CATEGORIES: Final[frozenset[str]] = frozenset(Category.__args__)  # type: ignore[attr-defined]
+CATEGORIES: Final[frozenset[str]] = frozenset(get_args(Category))
 
 Transport = Literal["graph", "smtp", "entra", "keyvault", "storage"]
-TRANSPORTS: Final[frozenset[str]] = frozenset(Transport.__args__)  # type: ignore[attr-defined]
+TRANSPORTS: Final[frozenset[str]] = frozenset(get_args(Transport))
 
 # Keys of the poison envelope's "error" object (design.md, "Poison envelope"), in order.
 ENVELOPE_KEYS: Final[tuple[str, ...]] = (
@@ -50,47 +53,6 @@ ENVELOPE_KEYS: Final[tuple[str, ...]] = (
     "hint",
     "requestId",
 )
-
-# Server text is copied into logs and poison messages that many people can read, so anything that
-# looks like a credential is cut out. Order matters: the specific forms run before the generic ones.
-_REDACTIONS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
-    (
-        re.compile(
-            r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)",
-            re.DOTALL,
-        ),
-        "[redacted-private-key]",
-    ),
-    # "AUTH XOAUTH2 <base64>" as echoed in a transcript, and a bare base64 of "user=...": it holds a token.
-    (re.compile(r"(?i)(AUTH\s+XOAUTH2\s+)[A-Za-z0-9+/=]+"), r"\1[redacted]"),
-    (re.compile(r"dXNlcj[A-Za-z0-9+/]{8,}={0,2}"), "[redacted-xoauth2]"),
-    (re.compile(r"(?i)(\bauth=Bearer\s+)[^\s\x01]+"), r"\1[redacted]"),
-    (re.compile(r"(?i)(\bBearer\s+)[A-Za-z0-9\-._~+/]+=*"), r"\1[redacted]"),
-    # JWT / JWS / JWE compact forms: base64url JSON header "eyJ" then dot-separated segments.
-    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}(?:\.[A-Za-z0-9_-]*){1,4}"), "[redacted-jwt]"),
-    (
-        re.compile(
-            r"(?i)\b(client_assertion|client_secret|assertion|access_token|refresh_token|id_token|"
-            r"password|passwd|pwd|secret|sig|signature|api[_-]?key|x-functions-key|"
-            r"SharedAccessSignature|AccountKey|SharedAccessKey)"
-            r"(\"?\s*[=:]\s*\"?)"
-            r"[^\s\"&;,]+"
-        ),
-        r"\1\2[redacted]",
-    ),
-    # Long base64 runs (PFX / PEM bodies, opaque tokens) never carry anything an operator needs.
-    (re.compile(r"[A-Za-z0-9+/_-]{120,}={0,2}"), "[redacted-blob]"),
-)
-
-
-def redact(text: str | None) -> str:
-    """Return ``text`` with bearer tokens, JWTs, XOAUTH2 blobs, keys and signatures removed."""
-    if not text:
-        return ""
-    out = text
-    for pattern, replacement in _REDACTIONS:
-        out = pattern.sub(replacement, out)
-    return out
 
 
 class OutboxError(Exception):

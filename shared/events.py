@@ -1,4 +1,4 @@
-"""One structured log event per outcome, and the redaction every logged or poisoned text goes through.
+"""One structured log event per outcome (its texts redacted by ``shared.redaction``).
 
 The event is a normal `logging` record whose message is `outbox.outcome {json}` and whose `extra`
 carries the same fields under `custom_dimensions`. Two consumers are served without extra packages:
@@ -14,52 +14,15 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from shared.errors import redact as _errors_redact
+from shared.redaction import EVENT_DETAIL_MAX, redact_clip
 
 LOGGER_NAME = "outbox"
 EVENT_OUTCOME = "outbox.outcome"
 
 logger = logging.getLogger(LOGGER_NAME)
-
-_REDACTED = "[redacted]"
-
-# Order matters: PEM blocks first (they contain base64 that other rules would only partly catch).
-_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    (re.compile(r"-----BEGIN [A-Z0-9 ]+-----.*?(?:-----END [A-Z0-9 ]+-----|$)", re.S), "[redacted pem]"),
-    # JWTs: header.payload.signature, all base64url; headers start with eyJ ("{\"").
-    (re.compile(r"eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*"), "[redacted jwt]"),
-    (re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + _REDACTED),
-    # The XOAUTH2 initial response, raw and base64 ("user=" -> "dXNlcj").
-    (re.compile(r"user=[^\s\x01]*\x01auth=[^\x01]*\x01\x01"), "[redacted xoauth2]"),
-    (re.compile(r"dXNlcj[A-Za-z0-9+/=]{16,}"), "[redacted xoauth2]"),
-    (re.compile(r"(?i)\b(AUTH\s+XOAUTH2)\s+\S+"), r"\1 " + _REDACTED),
-    # Secrets inside connection strings, SAS tokens and form bodies.
-    (re.compile(r"(?i)\b(AccountKey|SharedAccessSignature|client_secret|client_assertion|"
-                r"access_token|refresh_token|sig|password)=([^;&\s\"']+)"), r"\1=" + _REDACTED),
-    (re.compile(r"(?i)(\"(?:access_token|refresh_token|client_secret|client_assertion|password|value)\""
-                r"\s*:\s*)\"[^\"]*\""), r'\1"' + _REDACTED + '"'),
-)
-
-
-def redact(text: str | None) -> str | None:
-    """Remove tokens, keys, certificates and XOAUTH2 strings from a text that may be logged: the
-    catalog's rules (shared.errors.redact) plus a second pass for shapes seen in our own logs."""
-    if not text:
-        return text
-    text = _errors_redact(text)
-    for pattern, repl in _PATTERNS:
-        text = pattern.sub(repl, text)
-    return text
-
-
-def clip(text: str | None, limit: int = 1000) -> str | None:
-    if text is None or len(text) <= limit:
-        return text
-    return text[: limit - 1] + "…"
 
 
 def outcome_event(
@@ -102,7 +65,7 @@ def outcome_event(
     if delay_s is not None:
         dims["delayS"] = round(delay_s, 3)
     if detail:
-        dims["detail"] = clip(redact(detail), 500)
+        dims["detail"] = redact_clip(detail, EVENT_DETAIL_MAX)
     if hint:
         dims["hint"] = hint
     if extra:

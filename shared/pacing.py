@@ -39,6 +39,13 @@ PAUSED_CODE = "outbox.paused"
 BUSY_CODE = "outbox.busy"
 
 
+def mailbox_busy(transport: str | None, detail: str, hint: str) -> OutboxError:
+    """Every slot for a mailbox in this process stayed taken (Graph requests in flight, SMTP sessions):
+    nothing was sent; the message is re-queued shortly."""
+    return OutboxError("throttled", BUSY_CODE, transport=transport, retryable=True, request_sent=False,
+                       retry_after=1.0, detail=detail, hint=hint)
+
+
 @dataclass(frozen=True)
 class MailboxState:
     """What a limiter knows about one mailbox right now (for doctor, logs and tests)."""
@@ -176,18 +183,11 @@ class MailboxLimiter:
                 if remaining <= 0 or not box.freed.wait(remaining):
                     if box.in_flight < self.concurrency:
                         break
-                    raise OutboxError(
-                        "throttled",
-                        BUSY_CODE,
-                        transport=self._transport,
-                        retryable=True,
-                        request_sent=False,
-                        retry_after=1.0,
-                        detail=(
-                            f"{self.concurrency} {self.service} requests already in flight for {key} "
-                            f"after waiting {self.slot_wait_s:g} s"
-                        ),
-                        hint="the mailbox is busy in this process; the message is re-queued",
+                    raise mailbox_busy(
+                        self._transport,
+                        f"{self.concurrency} {self.service} requests already in flight for {key} "
+                        f"after waiting {self.slot_wait_s:g} s",
+                        "the mailbox is busy in this process; the message is re-queued",
                     )
             box.in_flight += 1
 

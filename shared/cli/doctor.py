@@ -68,7 +68,7 @@ def _validated_address(value: str, flag: str) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from shared.doctor import run_doctor
+    from shared.doctor import run_doctor, transports_for
     from shared.settings import SettingsError, load_settings, merged_values
 
     mailbox = _validated_address(args.mailbox, "--mailbox")
@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except (OSError, ValueError) as exc:
         raise CliError(f"cannot read settings: {exc}", Exit.USAGE) from None
     transport = args.transport or (settings.transport if settings else "graph")
-    transports = ("smtp", "graph") if transport == "both" else (transport,)
+    transports = transports_for(transport)
 
     out = ctx.out
     if not out.json_mode:
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     report = run_doctor(
         settings,
         mailbox=mailbox,
-        transports=transports,  # type: ignore[arg-type]
+        transports=transports,
         sender=sender,
         send_test_to=send_to,
         settings_problems=problems,

@@ -6,10 +6,13 @@ import argparse
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from shared.cli.context import Context
 from shared.cli.output import CliError, Exit, plural
+
+if TYPE_CHECKING:
+    from shared.pipeline import Enqueued
 
 EPILOG = """\
 examples:
@@ -165,7 +168,7 @@ def _send_all(items: list[Any], settings: Any, workers: int, ctx: Context) -> tu
     consecutive = 0
     interrupted = False
     started = time.monotonic()
-    pending: dict[Future[str], int] = {}
+    pending: dict[Future[Enqueued], int] = {}
     queue = iter(items)
     with ctx.out.progress(len(items), "enqueue") as bar, ThreadPoolExecutor(max_workers=workers) as pool:
         try:
@@ -182,14 +185,14 @@ def _send_all(items: list[Any], settings: Any, workers: int, ctx: Context) -> tu
                 done, _ = wait(pending, return_when=FIRST_COMPLETED)
                 for future in done:
                     line = pending.pop(future)
-                    exc = future.exception()
-                    if exc is None:
+                    failure = future.exception()
+                    if failure is None:
                         sent += 1
                         consecutive = 0
                         bar.advance()
                     else:
                         consecutive += 1
-                        failures.append((line, _describe(exc)))
+                        failures.append((line, _describe(failure)))
                         bar.advance(failed=1)
                 top_up()
         except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from shared.cli import doctor, enqueue, poison, send, status, tokeninfo
 from shared.cli.context import Context
 from shared.cli.output import EXIT_CODES_HELP, CliError, Exit, Output
 from shared.errors import OutboxError
+from shared.redaction import redact_tree
 
 DESCRIPTION = """\
 outbox: send mail from Microsoft 365 through a queue, and find out why it did not go.
@@ -111,14 +112,11 @@ def main(
         with ctx.platform_environment():
             return int(args.func(args, ctx))
     except CliError as exc:
-        out.error(exc.message)
-        if out.json_mode:
-            out.emit({"error": exc.message, "exitCode": int(exc.code), **exc.details})
-        return int(exc.code)
+        return out.fail(exc.message, exc.code, exc.details)
     except OutboxError as exc:
         out.error(str(exc) + (f"\n  fix: {exc.hint}" if exc.hint else ""))
         if out.json_mode:
-            out.emit({"error": exc.to_dict(), "exitCode": int(Exit.FAILED)})
+            out.emit(redact_tree({"error": exc.to_dict(), "exitCode": int(Exit.FAILED)}))
         return int(Exit.FAILED)
     except KeyboardInterrupt:
         out.error("interrupted")

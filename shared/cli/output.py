@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import Any, TextIO
 
+from shared.redaction import redact, redact_tree
+
 
 class Exit(IntEnum):
     """Exit codes scripts can rely on (also listed in ``outbox --help`` and docs/cli.md)."""
@@ -116,13 +118,22 @@ class Output:
         print(text, file=self.stderr)
 
     def error(self, text: str) -> None:
-        print(f"outbox: {text}", file=self.stderr)
+        print(f"outbox: {redact(text)}", file=self.stderr)
 
     def emit(self, document: Any) -> None:
         """The JSON document of a command (only in JSON mode)."""
         if self.json_mode:
             json.dump(document, self.stdout, indent=2, ensure_ascii=False, default=str)
             self.stdout.write("\n")
+
+    def fail(self, message: str, code: Exit, details: Mapping[str, Any] | None = None) -> int:
+        """Report a command that stopped: the message on stderr and, with ``--json``, as the document.
+        Error texts quote servers and settings, so they are redacted (a command's own document is not:
+        ``poison show`` prints a producer's message as it was)."""
+        self.error(message)
+        if self.json_mode:
+            self.emit(redact_tree({"error": message, "exitCode": int(code), **(details or {})}))
+        return int(code)
 
     # -- interaction --------------------------------------------------------------------------------
     def confirm(self, question: str) -> bool:

@@ -57,7 +57,7 @@ def _when(value: Any) -> str:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> int:
-    from shared.doctor import Probes, check_claims, check_keyvault, expectation
+    from shared.doctor import Probes, check_claims, check_keyvault, expectation, transports_for
     from shared.errors import OutboxError
     from shared.tokens import decode_claims
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
     except SettingsError as exc:
         raise CliError(exc.detail or str(exc), Exit.USAGE, details={"settings": exc.problems}) from None
     choice = args.transport or settings.transport
-    transports = ("smtp", "graph") if choice == "both" else (choice,)
+    transports = transports_for(choice)
     out = ctx.out
     probes = Probes.from_settings(settings)
     results: list[dict[str, Any]] = []
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if material is None:
             raise CliError(f"{vault.summary}; fix: {vault.fix}", Exit.FAILED)
         for transport in transports:
-            scope = expectation(settings, transport).scope  # type: ignore[arg-type]
+            scope = expectation(settings, transport).scope
             try:
                 token = probes.tokens.token(scope).token
             except OutboxError as exc:
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
                     out.line(f"  fix: {exc.hint}")
                 continue
             claims = decode_claims(token)
-            verdict = check_claims(settings, claims, transport, dt.datetime.now(dt.UTC))  # type: ignore[arg-type]
+            verdict = check_claims(settings, claims, transport, dt.datetime.now(dt.UTC))
             ok = ok and verdict.status != "fail"
             results.append({"transport": transport, "scope": scope, "header": _header(token), "claims": claims,
                             "check": verdict.to_dict(), "certificateThumbprint": material.thumbprint_sha1})

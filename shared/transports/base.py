@@ -1,13 +1,21 @@
-"""What every transport promises the pipeline, and helpers they share."""
+"""What every transport promises the pipeline, and the helpers they share (blob loading, the throttling
+pause; the "mailbox busy" error is ``shared.pacing.mailbox_busy``): a new transport takes ``(settings, tokens, pacing, ...)`` and these."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+from shared.errors import OutboxError
+
 if TYPE_CHECKING:
-    from shared.message import Message
+    from shared.message import Attachment, Message
+    from shared.pacing import MailboxLimiter
+    from shared.settings import Settings
+
+log = logging.getLogger("shared.transports")
 
 
 @dataclass(frozen=True)
@@ -50,3 +58,35 @@ class Transport(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+def require_blobs(blobs: BlobSource | None, att: Attachment) -> BlobSource:
+    """The blob source for an attachment stored by reference (a pipeline that passes none is a bug)."""
+    if blobs is None:
+        raise OutboxError(
+            "config", "outbox.no_blob_source", detail=f"attachment {att.name!r} is a blob reference "
+            f"({att.blob}) but no blob source was given", hint="the pipeline must pass a BlobSource",
+        )
+    return blobs
+
+
+def load_blobs(message: Message, blobs: BlobSource | None, *, skip: frozenset[int] = frozenset()) -> Message:
+    """``message`` with each blob attachment's content read (except those at the indexes in ``skip``)."""
+    wanted = [i for i, a in enumerate(message.attachments) if a.content is None and a.blob and i not in skip]
+    if not wanted:
+        return message
+    attachments = list(message.attachments)
+    for i in wanted:
+        att = attachments[i]
+        attachments[i] = att.with_content(require_blobs(blobs, att).read_all(att.blob or ""))
+    return replace(message, attachments=tuple(attachments))
+
+
+def pause_mailbox(limiter: MailboxLimiter, mailbox: str, err: OutboxError, settings: Settings) -> None:
+    """Throttled: hold every send for ``mailbox`` for the server's Retry-After (the backoff base when it
+    gave none), at most ``OUTBOX_RETRY_AFTER_MAX_S``."""
+    seconds = err.retry_after if err.retry_after is not None else settings.backoff_base_s
+    seconds = min(seconds, settings.retry_after_max_s)
+    log.warning("%s throttled %s (%s): pausing it for %.0f s", err.transport, mailbox, err.code, seconds)
+    limiter.pause(mailbox, seconds)
+

@@ -28,7 +28,7 @@ import httpx
 
 from shared import classify
 from shared.errors import OutboxError
-from shared.transports.base import BlobSource, SendResult
+from shared.transports.base import BlobSource, SendResult, load_blobs, pause_mailbox, require_blobs
 
 if TYPE_CHECKING:
     from shared.message import Attachment, Message
@@ -87,7 +87,7 @@ class GraphTransport:
             max_request_bytes=MAX_REQUEST_BYTES,
         )
         if not plan.use_draft:
-            content = self._render_send_mail(self._load_blobs(sized, blobs), internet_message_id)
+            content = self._render_send_mail(load_blobs(sized, blobs), internet_message_id)
             if len(content) > MAX_REQUEST_BYTES:  # the plan is an upper bound: not expected
                 raise OutboxError(
                     "size",
@@ -183,7 +183,7 @@ class GraphTransport:
         if all(a.size is not None for a in message.attachments):
             return message
         sized = tuple(
-            a if a.size is not None else replace(a, size=self._require_blobs(blobs, a).size(a.blob or ""))
+            a if a.size is not None else replace(a, size=require_blobs(blobs, a).size(a.blob or ""))
             for a in message.attachments
         )
         return replace(message, attachments=sized)
@@ -201,7 +201,7 @@ class GraphTransport:
 
         sessions = plan.session_attachments
         # Everything but the upload-session attachments travels as JSON: load those blobs only.
-        loaded = self._load_blobs(message, blobs, skip=frozenset(sessions))
+        loaded = load_blobs(message, blobs, skip=frozenset(sessions))
         draft = render_graph.to_json_bytes(
             render_graph.render_draft_message(
                 loaded, internet_message_id=imid, exclude_attachments=plan.excluded_from_draft
@@ -283,7 +283,7 @@ class GraphTransport:
             else:
                 # Streamed from the blob into the request: no copy of the range stays behind, where a
                 # bytes body would live on in httpx's request until the garbage collector found it.
-                source = self._require_blobs(blobs, att).read_range(att.blob or "", offset, length)
+                source = require_blobs(blobs, att).read_range(att.blob or "", offset, length)
                 piece = _exactly(source, length, att, size)
             # The upload URL carries its own authorisation: a bearer token there is refused.
             self._request(
@@ -302,25 +302,6 @@ class GraphTransport:
 
     def _user_url(self, mailbox: str) -> str:
         return f"{self._base}/{quote(mailbox, safe='@')}"
-
-    def _load_blobs(self, message: Message, blobs: BlobSource | None, skip: frozenset[int] = frozenset()) -> Message:
-        wanted = [i for i, a in enumerate(message.attachments) if a.content is None and a.blob and i not in skip]
-        if not wanted:
-            return message
-        attachments = list(message.attachments)
-        for i in wanted:
-            att = attachments[i]
-            attachments[i] = att.with_content(self._require_blobs(blobs, att).read_all(att.blob or ""))
-        return replace(message, attachments=tuple(attachments))
-
-    @staticmethod
-    def _require_blobs(blobs: BlobSource | None, att: Attachment) -> BlobSource:
-        if blobs is None:
-            raise OutboxError(
-                "config", "outbox.no_blob_source", detail=f"attachment {att.name!r} is a blob reference "
-                f"({att.blob}) but no blob source was given", hint="the pipeline must pass a BlobSource",
-            )
-        return blobs
 
     def _request(
         self,
@@ -372,15 +353,9 @@ class GraphTransport:
                 self._tokens.invalidate(self._scope, token)
                 continue
             if response.status_code == 429 or err.category == "throttled":
-                self._pause(mailbox, err)
+                pause_mailbox(self._pacing.graph, mailbox, err, self._settings)
             raise err
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _pause(self, mailbox: str, err: OutboxError) -> None:
-        seconds = err.retry_after if err.retry_after is not None else self._settings.backoff_base_s
-        seconds = min(seconds, self._settings.retry_after_max_s)
-        log.warning("Graph throttled %s (%s): pausing it for %.0f s", mailbox, err.code, seconds)
-        self._pacing.graph.pause(mailbox, seconds)
 
     @staticmethod
     def _transport_error(exc: httpx.HTTPError, client_request_id: str, delivers: bool) -> OutboxError:

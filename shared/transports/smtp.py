@@ -18,7 +18,6 @@ with the stage it answers, and so that "before" and "after" the body are told ap
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import logging
 import re
@@ -28,13 +27,15 @@ import ssl
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from shared import classify
 from shared.errors import OutboxError
-from shared.pacing import BUSY_CODE
-from shared.transports.base import BlobSource, SendResult
+from shared.pacing import mailbox_busy
+from shared.transports import xoauth2
+from shared.transports.base import BlobSource, SendResult, load_blobs, pause_mailbox
 
 if TYPE_CHECKING:
     from shared.message import Message
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 # A session is not reused once its token is this close to expiry (Exchange may end the session then).
 _TOKEN_REUSE_MARGIN_S = 60.0
+STARTTLS_NOT_OFFERED = "outbox.starttls_not_offered"
 
 
 class _Reconnect(Exception):
@@ -83,8 +85,8 @@ class SmtpTransport:
         tokens: TokenProvider,
         pacing: Pacing,
         *,
-        clock=time.monotonic,
-        wall_clock=time.time,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
         self._tokens = tokens
@@ -107,7 +109,7 @@ class SmtpTransport:
 
         started = time.perf_counter()
         mailbox = message.sender.address
-        message = _load_blobs(message, blobs)
+        message = load_blobs(message, blobs)
         payload = render_mime.to_bytes(render_mime.render_mime(message, message_id=internet_message_id))
         recipients = render_mime.envelope_recipients(message)
         self._pacing.smtp.spend(mailbox)
@@ -163,7 +165,7 @@ class SmtpTransport:
             except OutboxError as err:
                 self._after_failure(session, err)
                 if err.category == "throttled":
-                    self._pause(mailbox, err)
+                    pause_mailbox(self._pacing.smtp, mailbox, err, self._settings)
                 raise
             except BaseException:
                 self._discard(session)
@@ -193,7 +195,8 @@ class SmtpTransport:
             raise err.replace(request_sent=True)
         return _text(text)
 
-    def _expect(self, session: _Session, command, stage: str, ok: tuple[int, ...], *args) -> None:
+    def _expect(self, session: _Session, command: Callable[..., tuple[int, bytes]], stage: str,
+                ok: tuple[int, ...], *args: object) -> None:
         try:
             code, text = command(*args)
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
@@ -220,10 +223,6 @@ class SmtpTransport:
             self._checkin(session)
         else:
             self._discard(session)
-
-    def _pause(self, mailbox: str, err: OutboxError) -> None:
-        seconds = err.retry_after if err.retry_after is not None else self._settings.backoff_base_s
-        self._pacing.smtp.pause(mailbox, min(seconds, self._settings.retry_after_max_s))
 
     # -- sessions ---------------------------------------------------------------------------------
 
@@ -262,14 +261,9 @@ class SmtpTransport:
                         continue
                     for s in stale:
                         _quit(s)
-                    raise OutboxError(
-                        "throttled",
-                        BUSY_CODE,
-                        transport="smtp",
-                        retryable=True,
-                        retry_after=1.0,
-                        detail=f"{pool.limit} SMTP sessions for {mailbox} stayed busy for {wait_s:g} s",
-                        hint="OUTBOX_SMTP_CONNECTIONS caps sessions per mailbox (Exchange allows 3); re-queued",
+                    raise mailbox_busy(
+                        "smtp", f"{pool.limit} SMTP sessions for {mailbox} stayed busy for {wait_s:g} s",
+                        "OUTBOX_SMTP_CONNECTIONS caps sessions per mailbox (Exchange allows 3); re-queued",
                     )
             if session is None:
                 pool.open += 1  # reserve the connection before making it, outside the lock
@@ -333,52 +327,12 @@ class SmtpTransport:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _connect(self) -> smtplib.SMTP:
-        settings = self._settings
-        try:
-            # Connecting in the constructor also records the host name STARTTLS verifies.
-            return smtplib.SMTP(
-                settings.smtp_host, settings.smtp_port, local_hostname=self._local_hostname,
-                timeout=settings.smtp_timeout_s,
-            )
-        except smtplib.SMTPConnectError as exc:  # a banner other than 220
-            raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage="connect") from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
+        return connect(self._settings, local_hostname=self._local_hostname)
 
     def _authenticate(self, smtp: smtplib.SMTP, mailbox: str, token: str) -> None:
-        stage = "ehlo"
-        try:
-            self._ehlo(smtp)
-            if not smtp.has_extn("starttls"):
-                raise OutboxError(
-                    "config",
-                    "outbox.starttls_not_offered",
-                    transport="smtp",
-                    detail=f"{self._settings.smtp_host}:{self._settings.smtp_port} does not offer STARTTLS",
-                    hint=(
-                        "outbox never sends a token over an unencrypted connection: point OUTBOX_SMTP_HOST/"
-                        "OUTBOX_SMTP_PORT at the submission endpoint (smtp.office365.com:587)"
-                    ),
-                )
-            stage = "starttls"
-            smtp.starttls(context=self._context)
-            stage = "ehlo"
-            self._ehlo(smtp)
-            stage = "auth"
-            xoauth2 = f"user={mailbox}\x01auth=Bearer {token}\x01\x01"
-            # A failed XOAUTH2 may come back as a 334 challenge: the answer is an empty line.
-            smtp.auth("XOAUTH2", lambda challenge=None: xoauth2 if challenge is None else "", initial_response_ok=True)
-        except smtplib.SMTPResponseException as exc:
-            raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage=stage) from exc
-        except (smtplib.SMTPException, OSError) as exc:
-            # Disconnects, timeouts and ssl.SSLCertVerificationError (an OSError) end up here.
-            raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
-
-    @staticmethod
-    def _ehlo(smtp: smtplib.SMTP) -> None:
-        code, text = smtp.ehlo()
-        if code != 250:
-            raise classify.classify_smtp_reply(code, _text(text), stage="ehlo")
+        require_starttls(smtp, self._settings)
+        start_tls(smtp, self._context)
+        authenticate(smtp, mailbox, token)
 
     # -- idle sessions ----------------------------------------------------------------------------
 
@@ -410,18 +364,161 @@ class SmtpTransport:
         return len(closed)
 
 
-def _load_blobs(message: Message, blobs: BlobSource | None) -> Message:
-    if not any(a.content is None and a.blob for a in message.attachments):
-        return message
-    if blobs is None:
+# -- one session's steps: the transport runs them to send, doctor runs them to probe -----------------
+
+
+class _Client(smtplib.SMTP):
+    """smtplib's client, keeping the server's greeting (its constructor connects and drops it).
+
+    Connecting in the constructor also records the host name STARTTLS verifies the certificate against.
+    """
+
+    greeting = ""
+
+    def connect(self, host: str = "localhost", port: int = 0,
+                source_address: Any = None) -> tuple[int, bytes]:
+        code, text = super().connect(host, port, source_address)
+        self.greeting = _text(text)
+        return code, text
+
+
+class StepFailed(Exception):
+    """A session step failed: which one, the classified error and the server's reply (when it gave one)."""
+
+    def __init__(self, stage: str, error: OutboxError, found: Probe, reply: tuple[int, str] | None = None) -> None:
+        super().__init__(str(error))
+        self.stage = stage
+        self.error = error
+        self.found = found
+        """What the steps before this one learnt."""
+        self.reply = reply
+
+
+def connect(settings: Settings, *, local_hostname: str) -> smtplib.SMTP:
+    """A connection to the submission endpoint that the server greeted with 220."""
+    try:
+        return _Client(settings.smtp_host, settings.smtp_port, local_hostname=local_hostname,
+                       timeout=settings.smtp_timeout_s)
+    except smtplib.SMTPConnectError as exc:  # a banner other than 220
+        raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage="connect") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
+
+
+def require_starttls(smtp: smtplib.SMTP, settings: Settings) -> None:
+    """EHLO, and refuse a server without STARTTLS: no credential ever goes over plain text."""
+    try:
+        _ehlo(smtp)
+    except smtplib.SMTPResponseException as exc:
+        raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage="ehlo") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
+    if not smtp.has_extn("starttls"):
         raise OutboxError(
-            "config", "outbox.no_blob_source", detail="the message has blob attachments but no blob source was given",
-            hint="the pipeline must pass a BlobSource",
+            "config",
+            STARTTLS_NOT_OFFERED,
+            transport="smtp",
+            detail=f"{settings.smtp_host}:{settings.smtp_port} does not offer STARTTLS",
+            hint=(
+                "outbox never sends a token over an unencrypted connection: point OUTBOX_SMTP_HOST/"
+                "OUTBOX_SMTP_PORT at the submission endpoint (smtp.office365.com:587)"
+            ),
         )
-    loaded = tuple(
-        a.with_content(blobs.read_all(a.blob)) if a.content is None and a.blob else a for a in message.attachments
-    )
-    return replace(message, attachments=loaded)
+
+
+def start_tls(smtp: smtplib.SMTP, context: ssl.SSLContext) -> None:
+    """STARTTLS (the certificate checked against the host connected to), then EHLO again."""
+    stage = "starttls"
+    try:
+        smtp.starttls(context=context)
+        stage = "ehlo"
+        _ehlo(smtp)
+    except smtplib.SMTPResponseException as exc:
+        raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage=stage) from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        # Disconnects, timeouts and ssl.SSLCertVerificationError (an OSError) end up here.
+        raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
+
+
+def authenticate(smtp: smtplib.SMTP, mailbox: str, token: str) -> tuple[int, str]:
+    """AUTH XOAUTH2 as ``mailbox`` (``user=`` is the mailbox the session will send from); the 235 reply."""
+    initial = xoauth2.initial_response(mailbox, token)
+    try:
+        # A failed XOAUTH2 may come back as a 334 challenge: the answer is an empty line.
+        code, text = smtp.auth("XOAUTH2", lambda challenge=None: initial if challenge is None else "",
+                               initial_response_ok=True)
+        return code, _text(text)
+    except smtplib.SMTPResponseException as exc:
+        raise classify.classify_smtp_reply(exc.smtp_code, _text(exc.smtp_error), stage="auth") from exc
+    except (smtplib.SMTPException, OSError) as exc:
+        raise classify.classify_transport_exception(exc, transport="smtp", request_sent=False) from exc
+
+
+def _ehlo(smtp: smtplib.SMTP) -> None:
+    code, text = smtp.ehlo()
+    if code != 250:
+        raise classify.classify_smtp_reply(code, _text(text), stage="ehlo")
+
+
+@dataclass
+class Probe:
+    """What a session that sends nothing learnt, step by step (``outbox doctor`` reports it)."""
+
+    greeting: str = ""
+    tls_version: str | None = None
+    auth_mechanisms: tuple[str, ...] = ()
+    authenticated: bool = False
+    auth_reply: tuple[int, str] | None = None
+    mail_reply: tuple[int, str] | None = None
+
+
+def probe(settings: Settings, *, mailbox: str, sender: str, token: str | None) -> Probe:
+    """Probe, don't send: connect, STARTTLS, AUTH XOAUTH2 as ``mailbox``, MAIL FROM ``sender``, RSET, QUIT.
+
+    The same steps the transport runs before a message. Stops early (returning what it learnt) when there
+    is no token or the server offers no XOAUTH2; raises :class:`StepFailed` naming the step that failed.
+    """
+    found = Probe()
+    try:
+        smtp = connect(settings, local_hostname=socket.gethostname() or "localhost")
+    except OutboxError as err:
+        raise StepFailed("connect", err, found) from err
+    try:
+        found.greeting = smtp.greeting if isinstance(smtp, _Client) else ""
+        try:
+            require_starttls(smtp, settings)
+        except OutboxError as err:
+            raise StepFailed("connect", err, found) from err
+        try:
+            start_tls(smtp, settings.ssl_context())
+        except OutboxError as err:
+            reply = (err.status, _reply_of(err.__cause__)) if err.status is not None else None
+            raise StepFailed("starttls", err, found, reply) from err
+        sock = smtp.sock
+        found.tls_version = sock.version() if isinstance(sock, ssl.SSLSocket) else None
+        found.auth_mechanisms = tuple(str(smtp.esmtp_features.get("auth", "")).upper().split())
+        if token is None or "XOAUTH2" not in found.auth_mechanisms:
+            return found
+        try:
+            found.auth_reply = authenticate(smtp, mailbox, token)
+        except OutboxError as err:
+            reply = (err.status, _reply_of(err.__cause__)) if err.status is not None else None
+            raise StepFailed("auth", err, found, reply) from err
+        found.authenticated = True
+        code, text = smtp.mail(sender)
+        found.mail_reply = (code, _text(text))
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            smtp.rset()
+        return found
+    finally:
+        try:
+            smtp.quit()
+        except (OSError, smtplib.SMTPException):
+            _close_quietly(smtp)
+
+
+def _reply_of(exc: BaseException | None) -> str:
+    return _text(exc.smtp_error) if isinstance(exc, smtplib.SMTPResponseException) else ""
 
 
 def _text(value: bytes | str | None) -> str:
@@ -449,7 +546,3 @@ def _quit(session: _Session) -> None:
     finally:
         _close_quietly(smtp)
 
-
-def xoauth2_initial_response(mailbox: str, token: str) -> str:
-    """base64 of the XOAUTH2 string, as it appears after ``AUTH XOAUTH2`` (for doctor transcripts)."""
-    return base64.b64encode(f"user={mailbox}\x01auth=Bearer {token}\x01\x01".encode()).decode("ascii")

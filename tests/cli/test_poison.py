@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import pytest
 from shared.errors import OutboxError
 from shared.storage.queues import poison_envelope
 from tests.cli.conftest import SENDER
+from tests.waiting import wait_until
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,16 +70,16 @@ def local_host(cli: Any) -> Any:
 
 
 def wait_for_state(cli: Any, message_id: str, state: str, timeout: float = 20.0) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+
+    def reached() -> dict[str, Any] | None:
+        nonlocal last
         result = cli("status", message_id, "--json")
         if result.code == 0:
             last = result.json
-            if last["state"] == state:
-                return last
-        time.sleep(0.1)
-    raise AssertionError(f"{message_id} never reached {state}; last status {last}")
+        return last if last.get("state") == state else None
+
+    return wait_until(reached, timeout, message=lambda: f"{message_id} never reached {state}; last status {last}")
 
 
 def test_poisoned_message_requeued_after_the_fix_is_delivered_once(cli: Any, local_host: Any) -> None:

@@ -29,6 +29,7 @@ import pytest
 
 from harness.azurite import Azurite
 from harness.up import Harness
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = "sender@contoso.example"
@@ -136,21 +137,19 @@ class Storage:
 
     def wait_row(self, message_id: str, *states: str, timeout: float = 60.0,
                  wait: Callable[[float], object] | None = None) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while True:
+        def reached() -> dict[str, Any] | None:
             row = self.row(message_id)
-            if row is not None and row.get("State") in states:
-                return row
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{message_id}: row {row!r}, wanted state in {states}")
-            (wait or time.sleep)(0.1)
+            return row if row is not None and row.get("State") in states else None
+
+        return wait_until(reached, timeout, sleep=wait or time.sleep,
+                          message=lambda: f"{message_id}: row {self.row(message_id)!r}, wanted state in {states}")
 
     def take_poison(self, count: int = 1, *, timeout: float = 60.0,
                     wait: Callable[[float], object] | None = None) -> list[str]:
         """``count`` raw poison texts (deleted as read)."""
         got: list[str] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count:
+
+        def enough() -> bool:
             try:
                 batch = list(self.poison_queue.receive_messages(max_messages=32, visibility_timeout=60))
             except Exception:  # the poison queue exists only after the first poison
@@ -158,23 +157,17 @@ class Storage:
             for m in batch:
                 got.append(m.content)
                 self.poison_queue.delete_message(m)
-            if len(got) >= count:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(got)} of {count} poison messages after {timeout} s")
-            (wait or time.sleep)(0.1)
+            return len(got) >= count
+
+        wait_until(enough, timeout, sleep=wait or time.sleep,
+                   message=lambda: f"{len(got)} of {count} poison messages after {timeout} s")
         return got
 
     def receive_work(self, *, timeout: float = 30.0, visibility: int = 30) -> Any:
         """The next visible message on the work queue (a retry body), or AssertionError."""
-        deadline = time.monotonic() + timeout
-        while True:
-            got = list(self.queue.receive_messages(max_messages=1, visibility_timeout=visibility))
-            if got:
-                return got[0]
-            if time.monotonic() > deadline:
-                raise AssertionError(f"nothing on {self.queue.queue_name} after {timeout} s")
-            time.sleep(0.1)
+        got = wait_until(lambda: list(self.queue.receive_messages(max_messages=1, visibility_timeout=visibility)),
+                         timeout, message=f"nothing on {self.queue.queue_name} after {timeout} s")
+        return got[0]
 
     def close(self) -> None:
         for client in (self.queue, self.poison_queue, self.table):

@@ -295,7 +295,7 @@ def test_every_field_on_graph(produced: Produced, message_id: str) -> None:
 def smtp_message(produced: Produced, message_id: str) -> EmailMessage:
     delivery = produced.deliveries[message_id]
     assert delivery.raw_mime is not None
-    return email.message_from_bytes(delivery.raw_mime, policy=email.policy.default)  # type: ignore[return-value]
+    return email.message_from_bytes(delivery.raw_mime, policy=email.policy.default)
 
 
 @pytest.mark.parametrize("message_id", ["full-smtp-plain", "full-smtp-b64"])
@@ -319,8 +319,8 @@ def test_every_field_on_smtp(produced: Produced, message_id: str) -> None:
     # Both bodies: multipart/alternative (inside mixed/related when there are attachments).
     types = [part.get_content_type() for part in parsed.walk()]
     assert "multipart/alternative" in types
-    assert parsed.get_body(("plain",)).get_content().strip() == "Your invoice is attached."  # type: ignore[union-attr]
-    assert "cid:logo" in parsed.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert parsed.get_body(("plain",)).get_content().strip() == "Your invoice is attached."
+    assert "cid:logo" in parsed.get_body(("html",)).get_content()
     parts = {p.get_filename(): p for p in parsed.walk() if p.get_filename()}
     assert parts["invoice.pdf"].get_content_type() == "application/pdf"
     assert parts["invoice.pdf"].get_content() == base64.b64decode(PDF)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -26,6 +25,7 @@ from harness.localhost import LocalHost
 from harness.up import Harness
 from shared.storage.status import StatusRow, StatusStore
 from tests.functions.openapi_support import check_response
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 SENDER = "sender@contoso.example"
@@ -105,8 +105,8 @@ class Stack:
     def poison(self, *, count: int = 1, timeout: float = 60.0) -> list[dict[str, Any] | str]:
         """Wait for ``count`` poison messages and return them (envelopes parsed, host copies as text)."""
         got: list[Any] = []
-        deadline = time.monotonic() + timeout
-        while len(got) < count:
+
+        def enough() -> bool:
             try:
                 batch = list(self.poison_queue.receive_messages(max_messages=32, visibility_timeout=60))
             except Exception:  # the poison queue does not exist until the first poison
@@ -117,11 +117,10 @@ class Stack:
                     got.append(json.loads(m.content))
                 except ValueError:
                     got.append(m.content)
-            if len(got) >= count:
-                break
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{len(got)} of {count} poison messages after {timeout} s")
-            self.host.wait_until(lambda: False, 0.1)
+            return len(got) >= count
+
+        wait_until(enough, timeout, sleep=lambda s: self.host.wait_until(lambda: False, s),
+                   message=lambda: f"{len(got)} of {count} poison messages after {timeout} s")
         return got
 
     def wait_idle(self, timeout: float = 60.0) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 
+from shared.catalog import entry
 from tests.e2e.conftest import NOREPLY, OTHER, SENDER, Stack, call, mail
 
 GRAPH_SEND = "sendMail"
@@ -20,7 +21,7 @@ def test_access_policy_403_is_poisoned_as_permission(stack: Stack) -> None:
     assert isinstance(env, dict) and env["schema"] == "outbox.poison/1"
     assert env["error"]["category"] == "permission" and env["error"]["status"] == 403
     assert env["attempts"] == 1 and env["message"]["id"] == "raop-1"
-    assert "polic" in env["error"]["hint"].lower() or "scope" in env["error"]["hint"].lower()
+    assert env["error"]["hint"] == entry("graph.access_policy").hint  # the access-policy checklist
     row = stack.wait_state("raop-1", "poisoned")
     assert row.last_category == "permission" and row.last_hint == env["error"]["hint"]
     assert stack.harness.deliveries() == []
@@ -60,11 +61,11 @@ def test_invalid_and_non_json_are_poisoned_at_once_without_network_calls(stack: 
     stack.enqueue(mail(id="inv-sender", **{"from": "ceo@elsewhere.example"}))
     stack.enqueue("aGVsbG8gd29ybGQ=")  # base64 of "hello world": not JSON inside
     envs = stack.poison(count=4)
-    assert {e["error"]["category"] for e in envs} == {"invalid_message"}  # type: ignore[index]
-    assert sorted(e["attempts"] for e in envs) == [1, 1, 1, 1]  # type: ignore[index]
-    raws = sorted(e["message"] for e in envs if isinstance(e["message"], str))  # type: ignore[index]
+    assert {e["error"]["category"] for e in envs} == {"invalid_message"}
+    assert sorted(e["attempts"] for e in envs) == [1, 1, 1, 1]
+    raws = sorted(e["message"] for e in envs if isinstance(e["message"], str))
     assert raws == ["aGVsbG8gd29ybGQ=", "this is not json at all"]
-    by_id = {e["message"]["id"]: e for e in envs if isinstance(e["message"], dict)}  # type: ignore[index]
+    by_id = {e["message"]["id"]: e for e in envs if isinstance(e["message"], dict)}
     assert "OUTBOX_ALLOWED_SENDERS" in by_id["inv-sender"]["error"]["detail"]
     assert "to[0]" in by_id["inv-1"]["error"]["detail"]
     assert by_id["inv-1"]["message"] == mail(id="inv-1", to=["nobody"])
@@ -166,7 +167,7 @@ def test_bad_input_never_crashes_the_function(stack: Stack) -> None:
     assert all(isinstance(e, dict) and e["error"]["category"] == "invalid_message" for e in envs)
     # Bodies that are no JSON object keep their raw text; JSON objects (also base64 ones) are kept as objects.
     objects = {"eyJhIjoxfQ==", "e30=", "{}", '{"from": 5}'} | {b for b in bodies if b.startswith('{"')}
-    raw = sorted(e["message"] for e in envs if isinstance(e["message"], str))  # type: ignore[index]
+    raw = sorted(e["message"] for e in envs if isinstance(e["message"], str))
     assert raw == sorted(b for b in bodies if b not in objects)
     stack.wait_idle()
     _no_network_calls(stack)

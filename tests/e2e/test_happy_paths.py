@@ -27,7 +27,7 @@ def test_graph_happy_path_lands_in_sent_items_with_every_field(stack: Stack) -> 
     assert row.transport == "graph" and row.attempts == 1 and row.request_ids
     [d] = stack.harness.deliveries(transport="graph")
     assert d.mailbox == SENDER and d.saved_to_sent_items
-    msg = d.graph_json["message"]  # type: ignore[index]
+    msg = d.graph_json["message"]
     assert msg["subject"] == "Quarterly report"
     assert msg["body"] == {"contentType": "HTML", "content": "<p>html body</p>"}
     assert msg["toRecipients"] == [{"emailAddress": {"address": "alice@fabrikam.example", "name": "Alice A"}}]

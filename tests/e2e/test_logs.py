@@ -48,9 +48,9 @@ def test_a_run_with_failures_logs_one_event_per_outcome_and_no_secrets(
     envelopes = stack.poison(count=4, timeout=30)
     stack.wait_idle()
 
-    events = [r.custom_dimensions for r in caplog.records  # type: ignore[attr-defined]
+    events = [r.custom_dimensions for r in caplog.records
               if isinstance(getattr(r, "custom_dimensions", None), dict)
-              and r.custom_dimensions.get("event") == "outbox.outcome"]  # type: ignore[attr-defined]
+              and r.custom_dimensions.get("event") == "outbox.outcome"]
     assert len(events) == stack.host.stats.invocations  # exactly one event per invocation
     outcomes = {(e["messageId"], e["outcome"]) for e in events}
     assert ("log-ok-graph", "deferred") in outcomes and ("log-ok-graph", "sent") in outcomes  # a 429: no attempt

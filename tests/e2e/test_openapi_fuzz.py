@@ -7,6 +7,7 @@ Bounded and seeded (examples per operation and the seed are fixed), so CI runs t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -47,4 +48,5 @@ def test_schemathesis_with_every_check_finds_nothing(stack_factory: Callable[...
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
     summary = output.split("SUMMARY")[-1]
-    assert "No issues found" in summary or "0 failures" in summary or "unique failure" not in summary, summary
+    # Warnings may be listed; a failure or an error may not (schemathesis: "N unique failures", "N errors").
+    assert not re.search(r"\b\d+ (unique failures?|errors?)\b", summary), summary

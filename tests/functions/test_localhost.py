@@ -63,7 +63,7 @@ def _values(app_root: Path, azurite: Azurite, queue: str) -> dict[str, str]:
             "PYTHON_SCRIPT_FILE_NAME": (app_root / "name").read_text() + ".py"}
 
 
-def _module(app_root: Path):  # type: ignore[no-untyped-def]
+def _module(app_root: Path):
     import sys
 
     return sys.modules[(app_root / "name").read_text()]

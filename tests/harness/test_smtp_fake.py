@@ -1,6 +1,6 @@
 """Contract tests of the fake Exchange SMTP with real, unchanged clients: smtplib and aiosmtplib.
 
-Every failure is compared with ``shared.catalog.smtp_reply`` (code, enhanced code and text).
+Every failure is compared with ``harness.replies.smtp_reply`` (code, enhanced code and text).
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ from email.message import EmailMessage
 import aiosmtplib
 import pytest
 
+from harness import replies
 from harness.runtime import FAKE_EXCHANGE_HOST
 from harness.up import Harness
-from shared import catalog
 
 SENDER = "sender@contoso.example"
 
 
 def expected(name: str, **fmt: str) -> tuple[int, bytes]:
-    code, text = catalog.smtp_reply(name, **({"host": FAKE_EXCHANGE_HOST} | fmt))
+    code, text = replies.smtp_reply(name, **({"host": FAKE_EXCHANGE_HOST} | fmt))
     return code, text.encode()
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from harness.azurite import Azurite, AzuriteError
 from harness.client import HarnessClient
 from harness.up import WRITTEN_BY, SettingsConflict, copy_settings_to
 from shared.settings import load_settings
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,14 +37,13 @@ def _port_closed(port: int) -> bool:
 
 
 def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 60) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def written() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"harness exited early: {process.stdout.read() if process.stdout else ''}")
-        if path.exists():
-            return json.loads(path.read_text())
-        time.sleep(0.05)  # polling for the file the harness writes when ready
-    raise AssertionError("harness.json did not appear")
+        return path.exists()
+
+    wait_until(written, timeout, poll_s=0.05, message="harness.json did not appear")
+    return json.loads(path.read_text())
 
 
 @pytest.mark.slow
@@ -79,10 +79,7 @@ def test_up_starts_writes_files_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert process.returncode == 0, output
     assert "keyvault" in output and "harness stopped." in output  # the endpoint table, then the goodbye
     assert all(_port_closed(port) for port in ports)
-    deadline = time.monotonic() + 10
-    while not _gone(azurite_pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _gone(azurite_pid)
+    wait_until(lambda: _gone(azurite_pid), 10, poll_s=0.05, message=f"Azurite (pid {azurite_pid}) still runs")
     assert not (state / "harness.json").exists()
 
 
@@ -132,4 +129,5 @@ def test_azurite_missing_says_run_make_setup(tmp_path: Path) -> None:
 
 def test_main_without_command_prints_usage() -> None:
     result = subprocess.run([sys.executable, "-m", "harness"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
-    assert result.returncode == 2 and "up" in result.stdout
+    assert result.returncode == 2 and result.stdout.startswith("usage: python -m harness <command>")
+    assert re.search(r"(?m)^  up\s+start every fake", result.stdout)

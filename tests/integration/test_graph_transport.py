@@ -6,11 +6,14 @@ import base64
 import hashlib
 import os
 
+import httpx
 import pytest
 
 from shared.errors import OutboxError
+from shared.http import build_client
 from shared.pacing import PAUSED_CODE
 from shared.senders import Senders
+from shared.transports.graph import GraphTransport
 from tests.integration.transport_support import SENDER, MemoryBlobs, from_threads, message
 
 SEND = "POST /v1.0/users/{user}/sendMail"
@@ -249,3 +252,36 @@ def test_read_timeout_after_the_body_is_maybe_delivered(fakes, make_senders):
     assert err.client_request_id
     # The server finishes the request after the client gave up: it was indeed sent.
     assert len(fakes.wait_for_deliveries(1, timeout=5)) == 1
+
+
+class _BodyCutOff(httpx.BaseTransport):
+    """The real connection to the fake Graph, except that sendMail's body breaks off on the way out.
+
+    A seam: no server can make the client's write fail on cue (the kernel buffers a whole sendMail
+    body), so the failure httpx raises then (WriteError) is raised here, before any byte arrives."""
+
+    def __init__(self, inner: httpx.BaseTransport) -> None:
+        self.inner = inner
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/sendMail"):
+            raise httpx.WriteError("[Errno 104] Connection reset by peer", request=request)
+        return self.inner.handle_request(request)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_body_that_did_not_finish_going_out_is_not_maybe_delivered(fakes, senders):
+    # A lost connection after a request is ambiguous (the server may act on it); a lost connection while
+    # its body was still being written is not: a partial request is never acted on, so resending is safe.
+    settings = senders.settings
+    inner = httpx.HTTPTransport(verify=settings.ssl_context())
+    with build_client(settings, transport=_BodyCutOff(inner)) as client:
+        transport = GraphTransport(settings, senders.tokens, senders.pacing, client)
+        with pytest.raises(OutboxError) as info:
+            msg, mid = message("cut")
+            transport.send(msg, internet_message_id=mid, blobs=None)
+    err = info.value
+    assert (err.category, err.retryable, err.maybe_delivered) == ("transient", True, False)
+    assert not fakes.deliveries()

@@ -202,7 +202,7 @@ class _PlainSmtp(socketserver.StreamRequestHandler):
         self.wfile.write(b"220 plain.example ESMTP\r\n")
         for line in self.rfile:
             verb = line.split(b" ", 1)[0].strip().upper()
-            self.server.seen.append(verb)  # type: ignore[attr-defined]
+            self.server.seen.append(verb)
             if verb in (b"EHLO", b"HELO"):
                 self.wfile.write(b"250-plain.example\r\n250 AUTH XOAUTH2\r\n")
             elif verb == b"QUIT":
@@ -215,7 +215,7 @@ class _PlainSmtp(socketserver.StreamRequestHandler):
 def test_server_without_starttls_is_refused_before_any_credential(fakes, make_senders):
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _PlainSmtp)
     server.daemon_threads = True
-    server.seen = []  # type: ignore[attr-defined]
+    server.seen = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -225,7 +225,7 @@ def test_server_without_starttls_is_refused_before_any_credential(fakes, make_se
         with pytest.raises(OutboxError) as info:
             send(senders, *message())
         assert (info.value.category, info.value.code) == ("config", "outbox.starttls_not_offered")
-        assert b"AUTH" not in server.seen  # type: ignore[attr-defined]
+        assert b"AUTH" not in server.seen
     finally:
         server.shutdown()
         server.server_close()
@@ -243,3 +243,40 @@ def test_timeout_waiting_for_the_data_verdict_is_maybe_delivered(fakes, make_sen
     assert smtp(senders).sessions_opened == 2
     # (The fake drops a message whose client went away; Exchange may have queued it: hence "maybe".)
     assert "subject after" in {d.subject for d in fakes.deliveries(transport="smtp")}
+
+
+def test_lines_starting_with_a_dot_arrive_whole(fakes, senders):
+    # SMTP ends DATA at a line holding one dot and strips a leading dot from every other line
+    # (RFC 5321 4.5.2), so the writer doubles each one; without that, ".signature" would lose its dot
+    # and a lone "." would end the message early.
+    text = "first line\n.signature\n.\n..two dots\nlast line"
+    msg, mid = message("dots", text=text)
+    send(senders, msg, mid)
+    [delivery] = fakes.deliveries(transport="smtp")
+    body = delivery.raw_mime.split(b"\r\n\r\n", 1)[1]
+    assert body.startswith(b"first line\r\n.signature\r\n.\r\n..two dots\r\nlast line")
+
+
+def test_probe_runs_the_session_steps_and_sends_nothing(fakes, senders):
+    from shared.transports.smtp import probe
+
+    token = senders.tokens.token(senders.settings.smtp_scope).token
+    found = probe(senders.settings, mailbox=SENDER, sender=SENDER, token=token)
+    assert found.greeting  # the text of the 220 greeting, which doctor quotes
+    assert found.tls_version in ("TLSv1.2", "TLSv1.3") and "XOAUTH2" in found.auth_mechanisms
+    assert found.authenticated and found.auth_reply[0] == 235
+    assert found.mail_reply[0] == 250
+    assert fakes.deliveries() == []
+    assert auth_attempts(fakes) == 1
+
+
+def test_probe_names_the_step_that_failed(fakes, senders):
+    from shared.transports.smtp import StepFailed, probe
+
+    fakes.apply_scenario({"mailboxes": {SENDER: {"smtp_auth_enabled": False}}})
+    token = senders.tokens.token(senders.settings.smtp_scope).token
+    with pytest.raises(StepFailed) as info:
+        probe(senders.settings, mailbox=SENDER, sender=SENDER, token=token)
+    failed = info.value
+    assert (failed.stage, failed.error.catalog, failed.reply[0]) == ("auth", "smtp.auth_disabled_mailbox", 535)
+    assert failed.found.tls_version and not failed.found.authenticated

@@ -123,6 +123,24 @@ def test_rotated_certificate_is_picked_up_after_aadsts700027(own_fakes, make):
     assert counters.get("status:401", 0) == 1  # the old assertion, refused once
 
 
+def test_certificate_rotated_in_key_vault_is_picked_up_after_aadsts700024(own_fakes, make):
+    # AADSTS700024 (the assertion is outside its valid time range) also re-reads the certificate: one
+    # rotated in Key Vault meanwhile signs the retry. (With the same certificate the retry cannot help:
+    # MSAL reuses its assertion and answers the identical request from its 60 s cache of 400 errors.)
+    fakes = own_fakes
+    b = make(fakes)
+    b.tokens.token(b.settings.graph_scope)
+    old_thumbprint = b.certificates.cached.thumbprint_sha1
+    rotated = fakes.rotate_certificate(keep_old=True)
+    b.tokens.invalidate(b.settings.graph_scope)
+    before = token_requests(fakes)
+    fakes.set_fault(service="entra", operation="token", catalog="entra.assertion_expired", times=1)
+    token = b.tokens.token(b.settings.graph_scope)
+    assert decode_claims(token.token)["aud"] == "https://graph.microsoft.com"
+    assert b.certificates.cached.thumbprint_sha1 == rotated.certificate.thumbprint != old_thumbprint
+    assert token_requests(fakes) == before + 2  # refused with 700024, then accepted
+
+
 def test_certificate_not_uploaded_to_the_app_is_auth_error_after_one_re_read(fakes, make):
     fakes.apply_scenario({"apps": {"outbox-sender": {"certificates": {"current": {"registered": False}}}}})
     b = make(fakes)

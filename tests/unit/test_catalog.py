@@ -8,17 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from harness.replies import entra_error, graph_error, keyvault_error, smtp_reply
 from shared.catalog import (
     DOC_BEGIN,
     DOC_END,
     CatalogEntry,
     catalog_markdown,
-    entra_error,
     entries,
     entry,
-    graph_error,
-    keyvault_error,
-    smtp_reply,
 )
 from shared.errors import CATEGORIES
 
@@ -178,8 +175,8 @@ def test_keyvault_error_shape() -> None:
                    "resolving this issue, please see https://go.microsoft.com/fwlink/?linkid=2125182"}})
     status, body = keyvault_error("keyvault.forbidden")
     assert status == 403
-    assert body["error"]["code"] == "Forbidden"  # type: ignore[index]
-    assert body["error"]["innererror"] == {"code": "ForbiddenByRbac"}  # type: ignore[index]
+    assert body["error"]["code"] == "Forbidden"
+    assert body["error"]["innererror"] == {"code": "ForbiddenByRbac"}
     assert keyvault_error("keyvault.unauthorized")[0] == 401
 
 

@@ -18,7 +18,8 @@ import pytest
 from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError, ServiceResponseError
 from azure.identity import CredentialUnavailableError
 
-from shared.catalog import CatalogEntry, entra_error, entries, graph_error, keyvault_error, smtp_reply
+from harness.replies import entra_error, graph_error, keyvault_error, smtp_reply
+from shared.catalog import CatalogEntry, entries
 from shared.classify import (
     classify_entra_error,
     classify_graph_response,
@@ -159,7 +160,7 @@ def _azure_http_error(status: int) -> BaseException:
         def text(self) -> str:
             return ""
 
-    return HttpResponseError(message=f"status {status}", response=_Response())  # type: ignore[arg-type]
+    return HttpResponseError(message=f"status {status}", response=_Response())
 
 
 def test_every_no_reply_row_has_an_exception_case() -> None:

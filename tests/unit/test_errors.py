@@ -118,7 +118,7 @@ def test_config_error_is_an_outbox_error_with_category_config() -> None:
 _B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 
 
-def _segment(min_size: int):  # type: ignore[no-untyped-def]
+def _segment(min_size: int):
     from hypothesis import strategies as st
 
     return st.text(alphabet=_B64URL, min_size=min_size, max_size=60)

@@ -88,7 +88,7 @@ def test_excerpt_of_a_long_body_is_bounded_and_single_line() -> None:
 
 def test_non_text_input_is_an_invalid_message() -> None:
     with pytest.raises(InvalidMessage):
-        decode_body(42)  # type: ignore[arg-type]
+        decode_body(42)
 
 
 # ----------------------------------------------------------------------------- sender allow-list

@@ -155,7 +155,7 @@ def test_transient_error_requeues_the_body_then_sends(world: World) -> None:
     assert body["id"] == "t-1" and body["subject"] == "Hello"
     out2 = world.handle(body, qid="q-2")
     assert out2.kind == "sent" and out2.attempt == 2
-    assert world.status.get("t-1").state == "sent"  # type: ignore[union-attr]
+    assert world.status.get("t-1").state == "sent"
 
 
 def test_retry_after_sets_the_delay_and_the_message_stays_hidden(world: World) -> None:
@@ -323,7 +323,7 @@ def test_ambiguous_send_is_not_resent_in_the_same_invocation(world: World) -> No
     out = world.handle(message(id="amb"))
     assert out.kind == "retry" and out.ambiguous and out.state == "ambiguous"
     assert len(world.senders.graph.sent) == 1
-    assert world.status.get("amb").state == "ambiguous"  # type: ignore[union-attr]
+    assert world.status.get("amb").state == "ambiguous"
     [body] = world.requeued()
     out2 = world.handle(body, qid="q-2")
     assert out2.kind == "sent" and out2.sent_via == "lookup"
@@ -418,7 +418,7 @@ def test_send_now_permanent_error_is_answered_not_poisoned(world: World) -> None
     out = world.pipeline.send_now(message(id="now-2"))
     assert out.kind == "failed" and out.state == "failed"
     assert world.poisoned() == []
-    assert world.status.get("now-2").state == "failed"  # type: ignore[union-attr]
+    assert world.status.get("now-2").state == "failed"
 
 
 def test_enqueue_validates_fills_the_id_and_records_queued(world: World) -> None:
@@ -428,7 +428,7 @@ def test_enqueue_validates_fills_the_id_and_records_queued(world: World) -> None
     [body] = world.requeued()
     assert body["id"] == message_id
     assert world.handle(body, qid="whatever").kind == "sent"
-    assert world.status.get(message_id).attempts == 1  # type: ignore[union-attr]
+    assert world.status.get(message_id).attempts == 1
 
 
 def test_retry_puts_back_the_producers_body_with_only_the_id_filled(world: World) -> None:
@@ -462,7 +462,7 @@ def test_failed_status_write_for_an_invalid_message_raises_so_the_host_redeliver
     assert world.poisoned() == []
     world.pipeline.status = world.status
     assert world.handle("not json", qid="inv-redeliver").kind == "poisoned"
-    assert len(world.poisoned()) == 1 and world.status.get("inv-redeliver").state == "poisoned"  # type: ignore[union-attr]
+    assert len(world.poisoned()) == 1 and world.status.get("inv-redeliver").state == "poisoned"
 
 
 def test_send_now_repeated_with_the_same_client_request_id_does_not_send_twice(world: World) -> None:

@@ -20,14 +20,14 @@ def settings(azurite: Azurite) -> object:
 
 
 def test_without_sending_it_builds_no_transports_and_still_enqueues(settings: object) -> None:
-    with build_runtime(settings, sending=False) as runtime:  # type: ignore[arg-type]
+    with build_runtime(settings, sending=False) as runtime:
         assert runtime.senders is None and runtime.blobs is None
         done = runtime.pipeline.enqueue(message(id="rt-1"))
         assert done.message_id == "rt-1" and done.row.state == "queued"
 
 
 def test_with_sending_every_part_is_built_and_closed(settings: object) -> None:
-    runtime = build_runtime(settings, storage=StorageOptions({"retry_total": 0}, {"retry_total": 0}))  # type: ignore[arg-type]
+    runtime = build_runtime(settings, storage=StorageOptions({"retry_total": 0}, {"retry_total": 0}))
     assert runtime.senders is not None and runtime.blobs is not None
     assert runtime.pipeline.senders is runtime.senders and runtime.pipeline.status is runtime.status
     runtime.close()

@@ -79,7 +79,7 @@ def test_reset_for_requeue_gives_a_poisoned_message_a_new_budget(store: StatusSt
 def test_public_view_has_no_lease_internals(store: StatusStore) -> None:
     store.claim("v", owner="secret-owner", lease_s=60, transport="graph", mailbox="a@b.example")
     store.mark_sent("v", transport="graph", request_ids=["r1", "r2"])
-    view = store.get("v").public()  # type: ignore[union-attr]
+    view = store.get("v").public()
     assert view["state"] == "sent" and view["requestIds"] == ["r1", "r2"] and view["sentAt"].endswith("Z")
     assert "secret-owner" not in repr(view)
 

@@ -7,7 +7,6 @@ the end-to-end tests run the real ones. Status table, queues and blobs are the r
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from typing import Any
 
 from shared.errors import OutboxError
 from shared.transports.base import SendResult
+from tests.waiting import poll
 
 SENDER = "sender@contoso.example"
 
@@ -73,18 +73,18 @@ class ScriptedSenders:
 
 def drain(queue_client: Any, *, wait_s: float = 0.0) -> list[Any]:
     """Receive (and delete) every visible message; when there is none, wait up to ``wait_s`` for one."""
-    deadline = time.monotonic() + wait_s
     out: list[Any] = []
-    while True:
-        got = list(queue_client.receive_messages(messages_per_page=32, max_messages=32, visibility_timeout=30))
-        for m in got:
-            queue_client.delete_message(m)
-        out.extend(got)
-        if got:
-            continue
-        if out or time.monotonic() >= deadline:
-            return out
-        time.sleep(0.05)  # polling the queue for a delayed message to become visible
+
+    def received() -> bool:
+        while got := list(queue_client.receive_messages(messages_per_page=32, max_messages=32,
+                                                        visibility_timeout=30)):
+            for m in got:
+                queue_client.delete_message(m)
+            out.extend(got)
+        return bool(out)
+
+    poll(received, wait_s, poll_s=0.05)  # nothing within wait_s: the empty list says so
+    return out
 
 
 def poison_envelopes(queue_client: Any) -> list[dict[str, Any]]:
