@@ -389,6 +389,7 @@ class GraphFake:
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)
         message = body["message"]
+        assert isinstance(message, dict)  # check_send_body refused anything else
         self._check_send_as(call, message)
         saved = gv.save_to_sent_items(body)
         self._deliver(

@@ -105,7 +105,7 @@ class FieldError:
     # A rule across fields that no schema can state (a header name given twice in other letter case, a
     # contentId used twice, X-Priority beside importance, 500 recipients across to/cc/bcc): the body is
     # well-formed as docs/openapi.yaml describes it, so HTTP answers 422, not 400.
-    across_fields: bool = field(default=False, compare=False)
+    across_fields: bool = False
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
