@@ -388,13 +388,12 @@ def merged_values(
     environ: Mapping[str, str] | None = None, settings_file: str | Path | None = None
 ) -> dict[str, str]:
     """The layered name -> value map that ``load_settings`` reads (exposed for the local host and the CLI)."""
-    use_real_env = environ is None
     values: dict[str, str] = {}
     if settings_file is not None:
         values.update(read_settings_file(settings_file))
-    elif use_real_env and Path("local.settings.json").is_file():
+    elif environ is None and Path("local.settings.json").is_file():
         values.update(read_settings_file("local.settings.json"))
-    values.update(os.environ if use_real_env else environ)  # type: ignore[arg-type]
+    values.update(os.environ if environ is None else environ)
     return values
 
 
