@@ -379,12 +379,9 @@ class Pipeline:
         attempts = max(0, work.attempt - 1)
         self.status.release(work.message_id, attempts=attempts, state=State.AMBIGUOUS, delay_s=wait_s,
                             previous=claim.row)
-        if ctx.now_mode:
-            return self._outcome(Kind.FAILED, work, ctx, error=err, state=State.AMBIGUOUS, delay_s=wait_s,
-                                 attempt=attempts, ambiguous=True)
-        self.queues.requeue(self._retry_body(work), delay_s=wait_s)
-        return self._outcome(Kind.DEFERRED, work, ctx, error=err, state=State.AMBIGUOUS, delay_s=wait_s,
-                             attempt=attempts, extra={"reason": err.code})
+        return self._answer_or_requeue(work, ctx, Kind.DEFERRED, err, state=State.AMBIGUOUS, delay_s=wait_s,
+                                       request_ids=(), attempt=attempts, ambiguous=True,
+                                       extra={"reason": err.code})
 
     def _give_back(self, work: _Work) -> None:
         """The claim back, unused, so the caller's resend of the same id need not wait out the lease.
@@ -421,7 +418,7 @@ class Pipeline:
             self.status.release(work.message_id, attempts=attempts, state=decision.state,
                                 delay_s=decision.delay_s, previous=claim.row,
                                 error=None if err.code in PAUSED_CODES else err, throttled=decision.throttled)
-            extra = {"reason": err.code, "throttledTries": decision.throttled}
+            extra: dict[str, Any] = {"reason": err.code, "throttledTries": decision.throttled}
             if err.code in PAUSED_CODES:
                 ids = ()
         else:
@@ -429,14 +426,22 @@ class Pipeline:
             self.status.mark_retrying(work.message_id, error=decision.error, delay_s=decision.delay_s,
                                       state=decision.state, request_ids=ids, previous=claim.row)
             extra = {}
+        return self._answer_or_requeue(work, ctx, decision.kind, err, state=decision.state,
+                                       delay_s=decision.delay_s, request_ids=ids, attempt=attempts,
+                                       ambiguous=decision.ambiguous, extra=extra)
+
+    def _answer_or_requeue(self, work: _Work, ctx: _Ctx, kind: Kind, err: OutboxError, *, state: State,
+                           delay_s: float, request_ids: tuple[str, ...], attempt: int, ambiguous: bool,
+                           extra: dict[str, Any]) -> Outcome:
+        """After the row says when the next attempt is due: the HTTP caller gets the answer (nothing goes
+        back on the queue: it sends again itself), a queue message goes back with the delay."""
         if ctx.now_mode:
-            # Nothing goes back on the queue: the caller has the answer and sends again itself.
-            kind = Kind.FAILED if decision.ambiguous else Kind.RETRY
-            return self._outcome(kind, work, ctx, error=err, state=decision.state, delay_s=decision.delay_s,
-                                 request_ids=ids, attempt=attempts, ambiguous=decision.ambiguous)
-        self.queues.requeue(self._retry_body(work), delay_s=decision.delay_s)
-        return self._outcome(decision.kind, work, ctx, error=err, state=decision.state, delay_s=decision.delay_s,
-                             request_ids=ids, attempt=attempts, ambiguous=decision.ambiguous, extra=extra)
+            now_kind = Kind.FAILED if ambiguous else Kind.RETRY
+            return self._outcome(now_kind, work, ctx, error=err, state=state, delay_s=delay_s,
+                                 request_ids=request_ids, attempt=attempt, ambiguous=ambiguous)
+        self.queues.requeue(self._retry_body(work), delay_s=delay_s)
+        return self._outcome(kind, work, ctx, error=err, state=state, delay_s=delay_s, request_ids=request_ids,
+                             attempt=attempt, ambiguous=ambiguous, extra=extra)
 
     def _poison(self, work: _Work, ctx: _Ctx, err: OutboxError, *, attempts: int | None = None,
                 throttled: int | None = None, extra: dict[str, Any] | None = None) -> Outcome:
