@@ -71,6 +71,9 @@ class CatalogEntry:
     # Further codes (SMTP enhanced status codes) that mean the same thing.
     also_codes: tuple[str, ...] = ()
     defaults: tuple[tuple[str, str], ...] = field(default=())
+    # Entra: "delegated" rows answer only for a user's sign-in (device code, authorization code, refresh
+    # token grants), where some numbers (65001, 7000218) mean something else than for the app-only grant.
+    flow: str | None = None
 
     def placeholders(self) -> frozenset[str]:
         return frozenset(f for _, f, _, _ in Formatter().parse(self.text) if f)
@@ -1130,6 +1133,183 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         "The server encountered a transient error. Please try again.",
         "transient", retryable=True, hint=_HINT_TRANSIENT,
         meaning="external server retryable error", source=f"{_REF} §4; wording and status: assumption",
+    ),
+    # ------------------------------------------------------------------ Entra ID: a user's sign-in
+    # (device code, authorization code + PKCE, refresh token). Sources: ../shared/reference/
+    # delegated-auth-notes.md §2, §3, §5, each row's own; "sign in again" for all of invalid_grant and
+    # interaction_required (MSAL's UiRequiredException classification, learn.microsoft.com/dotnet/api/
+    # microsoft.identity.client.uirequiredexceptionclassification).
+    _entra(
+        "entra.authorization_pending", 400, 70016, "authorization_pending",
+        "OAuth 2.0 device flow error. Authorization is pending. Continue polling.",
+        "signin_required", retryable=True, flow="delegated",
+        hint="the device code has not been entered yet: the user opens the verification page and enters it",
+        meaning="device code not yet approved",
+        source="entra-docs v2-oauth2-device-code.md; wording: learn.microsoft.com/answers/questions/981553 [obs]",
+    ),
+    _entra(
+        "entra.authorization_declined", 400, None, "authorization_declined",
+        "The end user denied the authorization request.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the user declined the sign-in: run `outbox login` again and accept",
+        meaning="the user declined the device code",
+        source="entra-docs v2-oauth2-device-code.md (error authorization_declined); wording: assumption",
+    ),
+    _entra(
+        "entra.expired_token", 400, 70020, "expired_token",
+        "The provided value for the input parameter 'device_code' is not valid. This device code has expired.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the device code expired before it was entered (15 minutes): run `outbox login --device-code` again",
+        meaning="device code expired",
+        source="entra-docs v2-oauth2-device-code.md (expired_token); number and wording: ramosbugs/oauth2-rs#193 [obs]",
+    ),
+    _entra(
+        "entra.bad_verification_code", 400, None, "bad_verification_code",
+        "The device_code sent to the /token endpoint wasn't recognized.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the device code is not one Entra issued: run `outbox login --device-code` again",
+        meaning="unknown device code",
+        source="entra-docs v2-oauth2-device-code.md (bad_verification_code, its description); number: unknown",
+    ),
+    _entra(
+        "entra.refresh_token_inactive", 400, 700082, "invalid_grant",
+        "The refresh token has expired due to inactivity. The token was issued on {issued} and was inactive "
+        "for {inactive}.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the sign-in was unused for 90 days and Entra dropped it: the mailbox's user runs `outbox login "
+        "--mailbox <mailbox>`, then `outbox poison requeue`; the keep-alive timer prevents this",
+        meaning="refresh token expired after inactivity",
+        source="entra-docs refresh-tokens.md (MaxInactiveTime 90 days); wording: Azure/azure-cli#14244, #23105 [obs]",
+        defaults=(("issued", "2026-09-01T08:00:00.0000000Z"), ("inactive", "90.00:00:00")),
+    ),
+    _entra(
+        "entra.refresh_token_revoked", 400, 50173, "invalid_grant",
+        "The provided grant has expired due to it being revoked, a fresh auth token is needed. The user might "
+        "have changed or reset their password. The grant was issued on '{issued}' and the TokensValidFrom date "
+        "(before which tokens are not valid) for this user is '{valid_from}'.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the user's sessions were revoked (password change or reset, or an admin revoked them): the "
+        "mailbox's user runs `outbox login --mailbox <mailbox>`, then `outbox poison requeue`",
+        meaning="refresh token revoked",
+        source="entra-docs refresh-tokens.md (revocation); wording: microsoft/azuredatastudio#13953, "
+        "Azure/azure-cli#16745 [obs]",
+        defaults=(("issued", "2026-09-01T08:00:00.0000000Z"), ("valid_from", "2026-12-01T08:00:00.0000000Z")),
+    ),
+    _entra(
+        "entra.refresh_token_expired", 400, 70008, "invalid_grant",
+        "The provided authorization code or refresh token has expired due to inactivity. Send a new "
+        "interactive authorization request for this user and resource.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the sign-in expired: the mailbox's user runs `outbox login --mailbox <mailbox>`, then "
+        "`outbox poison requeue`",
+        meaning="authorization code or refresh token expired",
+        source="entra-docs reference-error-codes.md (ExpiredOrRevokedGrant); wording: Azure/azure-cli#10185 [obs]",
+    ),
+    _entra(
+        "entra.mfa_required", 400, 50076, "interaction_required",
+        "Due to a configuration change made by your administrator, or because you moved to a new location, "
+        "you must use multi-factor authentication to access '{resource}'.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="Conditional Access now asks this user for MFA, which a refresh cannot give: the user runs "
+        "`outbox login --mailbox <mailbox>` (browser) and completes MFA, or the email team excludes the "
+        "app from the policy",
+        meaning="multi-factor authentication required",
+        source="entra-docs reference-error-codes.md (UserStrongAuthClientAuthNRequired); wording: "
+        "microsoft/vscode-azure-account#874 [obs]",
+        defaults=(("resource", "00000003-0000-0000-c000-000000000000"),),
+    ),
+    _entra(
+        "entra.sign_in_frequency", 400, 70043, "invalid_grant",
+        "The refresh token has expired or is invalid due to sign-in frequency checks by conditional access. "
+        "The token was issued on {issued} and the maximum allowed lifetime for this request is {max_age}.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="a Conditional Access sign-in frequency policy ended the sign-in: the user signs in again with "
+        "`outbox login --mailbox <mailbox>`; the email team can exclude the outbox app from the policy",
+        meaning="sign-in frequency reached",
+        source="entra-docs reference-error-codes.md (BadTokenDueToInteractionRequired); wording: assumption",
+        defaults=(("issued", "2026-09-01T08:00:00.0000000Z"), ("max_age", "43200")),
+    ),
+    _entra(
+        "entra.user_consent_missing", 400, 65001, "invalid_grant",
+        "The user or administrator has not consented to use the application with ID '{client_id}' named "
+        "'{app_name}'. Send an interactive authorization request for this user and resource.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the user has not consented to a scope outbox needs (Mail.Send, SMTP.Send...): sign in again "
+        "with `outbox login --mailbox <mailbox>` and accept, or an admin grants consent for the tenant",
+        meaning="user consent missing",
+        source="entra-docs reference-error-codes.md (DelegatedConsentRequired); wording: O365/python-o365#323 [obs]",
+        defaults=(("client_id", "00000000-0000-0000-0000-000000000000"), ("app_name", "outbox delegated")),
+    ),
+    _entra(
+        "entra.scope_unauthorized", 400, 70000, "invalid_grant",
+        "The request was denied because one or more scopes requested are unauthorized or expired. The user "
+        "must first sign in and grant the client application access to the requested scope.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the sign-in does not cover a scope outbox asked for: sign in again with `outbox login`",
+        meaning="scope not granted to this sign-in",
+        source="entra-docs reference-error-codes.md (InvalidGrant); wording: "
+        "AzureAD/microsoft-authentication-library-for-js#3303 [obs]",
+    ),
+    _entra(
+        "entra.public_client_disabled", 401, 7000218, "invalid_client",
+        "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        "config", retryable=False, flow="delegated",
+        hint="the delegated app registration (OUTBOX_DELEGATED_CLIENT_ID) is not a public client: set "
+        "Authentication > 'Allow public client flows' to Yes (isFallbackPublicClient)",
+        meaning="public client flows are disabled on the app",
+        source="Azure/azure-sdk-for-go#22386, learn.microsoft.com/answers/questions/446907 [obs]",
+    ),
+    _entra(
+        "entra.public_client_credential", 401, 700025, "invalid_client",
+        "Client is public so neither 'client_assertion' nor 'client_secret' should be presented.",
+        "config", retryable=False, flow="delegated",
+        hint="a credential was sent for the public delegated app: OUTBOX_DELEGATED_CLIENT_ID must be the "
+        "public-client registration, not the certificate app",
+        meaning="public client presented a credential", source="Dielee/teamsPresenceBridge#1 [obs]",
+    ),
+    _entra(
+        "entra.code_redeemed", 400, 54005, "invalid_grant",
+        "OAuth2 Authorization code was already redeemed, please retry with a new valid code or use an "
+        "existing refresh token.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the sign-in's authorization code was used twice: run `outbox login` again",
+        meaning="authorization code already redeemed", source="entra-docs reference-error-codes.md (54005)",
+    ),
+    _entra(
+        "entra.pkce_invalid", 400, 501481, "invalid_grant",
+        "The Code_Verifier does not match the code_challenge supplied in the authorization request.",
+        "signin_required", retryable=False, flow="delegated",
+        hint="the browser sign-in's PKCE check failed: run `outbox login` again (and report it if it repeats)",
+        meaning="PKCE verifier does not match", source="entra-docs reference-error-codes.md (501481)",
+    ),
+    _entra(
+        "entra.redirect_mismatch", 400, 50011, "invalid_request",
+        "The redirect URI '{redirect_uri}' specified in the request does not match the redirect URIs "
+        "configured for the application '{client_id}'.",
+        "config", retryable=False, flow="delegated",
+        hint="register http://localhost as a 'Mobile and desktop applications' redirect URI on the delegated "
+        "app (infra/scripts/register-delegated-app.sh does)",
+        meaning="redirect URI not registered", source="entra-docs reference-error-codes.md (50011), reply-url.md",
+        defaults=(("redirect_uri", "http://localhost:8400"), ("client_id", "00000000-0000-0000-0000-000000000000")),
+    ),
+    _entra(
+        "entra.multiple_resources", 400, 28000, "invalid_scope",
+        "Provided value for the input parameter scope is not valid because it contains more than one "
+        "resource. Scope {scope} is not valid.",
+        "config", retryable=False, flow="delegated",
+        hint="one token is for one resource: ask for Graph and Outlook (SMTP) scopes in separate requests",
+        meaning="scopes of more than one resource",
+        source="Earlybyte/aad_oauth#328, microsoft/Partner-Center-PowerShell#167 [obs]; OAuth error: assumption",
+        defaults=(("scope", "Mail.Send https://outlook.office.com/SMTP.Send"),),
+    ),
+    _entra(
+        "entra.signin_required", 400, None, "invalid_grant", "The grant is not valid.",
+        "signin_required", retryable=False, fallback=True, flow="delegated",
+        hint="Entra no longer accepts this mailbox's sign-in: its user runs `outbox login --mailbox "
+        "<mailbox>`, then `outbox poison requeue`",
+        meaning="sign-in no longer valid (unrecognised AADSTS code)",
+        source="outbox fallback for a user's invalid_grant / interaction_required: both mean \"sign in again\" "
+        "(learn.microsoft.com/dotnet/api/microsoft.identity.client.uirequiredexceptionclassification)",
     ),
     _entra(
         "entra.invalid_client", 401, None, "invalid_client", "Client authentication failed.",

@@ -58,7 +58,11 @@ _GRAPH_BY_STATUS: Final = {e.status: e for e in entries("graph") if e.status_def
 _GRAPH_BY_CLASS: Final = {4: entry("graph.client_error"), 5: entry("graph.server_error")}
 _GRAPH_UNREADABLE: Final = entry("graph.unreadable_response")
 
-_ENTRA_BY_CODE: Final = {e.code: e for e in entries("entra") if e.code.startswith("AADSTS")}
+_ENTRA_BY_CODE: Final = {e.code: e for e in entries("entra") if e.code.startswith("AADSTS") and e.flow is None}
+# A user's sign-in: its own rows first (65001 is the user's consent there, not the admin's).
+_ENTRA_DELEGATED_BY_CODE: Final = {
+    **_ENTRA_BY_CODE, **{e.code: e for e in entries("entra") if e.code.startswith("AADSTS") and e.flow == "delegated"}
+}
 # The row named after an OAuth error ("entra.invalid_client") answers for it when the AADSTS number
 # is unknown; other OAuth errors fall back on the first row that uses them.
 _ENTRA_BY_OAUTH: Final = {
@@ -66,6 +70,7 @@ _ENTRA_BY_OAUTH: Final = {
     **{e.oauth_error: e for e in entries("entra") if e.name == f"entra.{e.oauth_error}"},
 }
 _ENTRA_SERVER: Final = entry("entra.server_error")
+_ENTRA_SIGNIN_REQUIRED: Final = entry("entra.signin_required")
 _ENTRA_CLIENT: Final = entry("entra.invalid_request")
 
 _KV_BY_CODE: Final = _group((e.code.casefold(), e) for e in entries("keyvault"))
@@ -274,11 +279,16 @@ def classify_graph_response(
 # --- Entra ID -------------------------------------------------------------------------------------
 
 
-def entra_entry(error: str, numbers: list[int], status: int | None) -> CatalogEntry:
-    """The catalog row for a token endpoint error (the lookup behind :func:`classify_entra_error`)."""
+def entra_entry(error: str, numbers: list[int], status: int | None, *, delegated: bool = False) -> CatalogEntry:
+    """The catalog row for a token endpoint error (the lookup behind :func:`classify_entra_error`).
+
+    ``delegated``: the error answers a user's grant (refresh token, device code, authorization code)."""
+    by_code = _ENTRA_DELEGATED_BY_CODE if delegated else _ENTRA_BY_CODE
     for number in numbers:
-        if f"AADSTS{number}" in _ENTRA_BY_CODE:
-            return _ENTRA_BY_CODE[f"AADSTS{number}"]
+        if f"AADSTS{number}" in by_code:
+            return by_code[f"AADSTS{number}"]
+    if delegated and error in ("invalid_grant", "interaction_required"):
+        return _ENTRA_SIGNIN_REQUIRED
     if error in _ENTRA_BY_OAUTH:
         return _ENTRA_BY_OAUTH[error]
     if status is not None and (status >= 500 or status == 429):
@@ -286,7 +296,9 @@ def entra_entry(error: str, numbers: list[int], status: int | None) -> CatalogEn
     return _ENTRA_CLIENT if error else _ENTRA_SERVER
 
 
-def classify_entra_error(result_or_body: Mapping[str, Any] | bytes | str, *, status: int | None = None) -> OutboxError:
+def classify_entra_error(
+    result_or_body: Mapping[str, Any] | bytes | str, *, status: int | None = None, delegated: bool = False
+) -> OutboxError:
     """Classify an MSAL result dict (``error``, ``error_description``, ``error_codes``) or the token
     endpoint's raw body. The AADSTS number is decoded into words in ``detail``."""
     body: Mapping[str, Any]
@@ -308,7 +320,7 @@ def classify_entra_error(result_or_body: Mapping[str, Any] | bytes | str, *, sta
         except (TypeError, ValueError):
             continue
     numbers += [int(n) for n in _AADSTS.findall(description)]
-    e = entra_entry(error, numbers, status)
+    e = entra_entry(error, numbers, status, delegated=delegated)
     code = f"AADSTS{numbers[0]}" if numbers else (error or e.code)
     # Keep only the message: trace/correlation ids follow on their own lines.
     first = description.split("\r\n")[0].split("\n")[0].strip()

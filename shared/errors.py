@@ -28,6 +28,7 @@ __all__ = ["CATEGORIES", "ENVELOPE_KEYS", "TRANSPORTS", "ConfigError", "OutboxEr
 Category = Literal[
     "invalid_message",
     "auth",
+    "signin_required",
     "permission",
     "recipient",
     "size",

@@ -99,15 +99,16 @@ def test_entra_row(e: CatalogEntry) -> None:
         e.name, trace_id="trace-1", correlation_id="corr-1", timestamp="2025-03-01 10:00:00Z"
     )
     assert body["error"] == e.oauth_error
-    err = classify_entra_error(body, status=status)
+    delegated = e.flow == "delegated"
+    err = classify_entra_error(body, status=status, delegated=delegated)
     _assert_row(err, e)
     assert err.transport == "entra"
     assert err.request_id == "trace-1"
     assert err.client_request_id == "corr-1"
     assert "Trace ID" not in err.detail
     # MSAL's result dict has no status; the raw body as bytes classifies the same.
-    assert classify_entra_error(body).catalog == e.name
-    assert classify_entra_error(json.dumps(body).encode(), status=status).catalog == e.name
+    assert classify_entra_error(body, delegated=delegated).catalog == e.name
+    assert classify_entra_error(json.dumps(body).encode(), status=status, delegated=delegated).catalog == e.name
     if e.code.startswith("AADSTS"):
         assert err.code == e.code
         assert e.meaning in err.detail
@@ -240,3 +241,16 @@ def test_requests_ssl_error_with_the_cause_only_in_its_text() -> None:
 def test_already_classified_error_passes_through() -> None:
     original = OutboxError("throttled", "pacing.busy", retryable=True)
     assert classify_transport_exception(original, transport="graph", request_sent=False) is original
+
+
+def test_a_users_sign_in_reads_shared_numbers_as_its_own() -> None:
+    """65001 for the app-only grant is the admin's consent (config to fix once); for a user's refresh
+    token it is the user's consent (sign in again): same number, other row, other category."""
+    status, body = entra_error("entra.user_consent_missing", trace_id="t", correlation_id="c", timestamp="x")
+    assert classify_entra_error(body, status=status).catalog == "entra.consent_missing"
+    user = classify_entra_error(body, status=status, delegated=True)
+    assert (user.catalog, user.category) == ("entra.user_consent_missing", "signin_required")
+    # An invalid_grant with a number the catalog does not know still means "sign in again" for a user.
+    unknown = {"error": "invalid_grant", "error_description": "AADSTS9999999: something new", "error_codes": [9999999]}
+    assert classify_entra_error(unknown, delegated=True).category == "signin_required"
+    assert classify_entra_error(unknown).category == "auth"

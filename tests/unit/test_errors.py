@@ -35,7 +35,7 @@ def test_envelope_keys_are_exactly_the_designs() -> None:
 
 def test_categories_are_the_designs() -> None:
     assert {
-        "invalid_message", "auth", "permission", "recipient", "size", "quota", "throttled", "transient",
+        "invalid_message", "auth", "signin_required", "permission", "recipient", "size", "quota", "throttled", "transient",
         "config", "unknown",
     } == CATEGORIES
 
