@@ -387,3 +387,20 @@ def test_verifier_digest_is_s256(harness: Harness) -> None:
     flow = auth_code_flow(public_app(harness), ["Mail.Send"])
     digest = base64.urlsafe_b64encode(hashlib.sha256(flow["code_verifier"].encode()).digest()).decode().rstrip("=")
     assert f"code_challenge={digest}" in flow["auth_uri"]
+
+
+def test_authorization_code_lives_auth_code_lifetime_s(harness: Harness) -> None:
+    harness.control.apply_scenario(patch={"delegated": {"auth_code_lifetime_s": 0}})
+    app = public_app(harness)
+    flow = auth_code_flow(app, ["Mail.Send"])
+    with http(harness) as client:
+        fields = hidden_fields(client.get(flow["auth_uri"]).text)
+    result = app.acquire_token_by_auth_code_flow(flow, fields)
+    assert result["error"] == "invalid_grant" and result["error_codes"] == []
+
+
+def test_prompt_none_without_a_known_user_answers_the_app(harness: Harness) -> None:
+    flow = auth_code_flow(public_app(harness), ["Mail.Send"], user=None, prompt="none")
+    with http(harness) as client:
+        fields = hidden_fields(client.get(flow["auth_uri"]).text)
+    assert fields["error"] == "invalid_grant" and fields["state"] == flow["state"]
