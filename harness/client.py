@@ -81,6 +81,26 @@ class HarnessClient:
     def requests(self) -> dict[str, dict[str, int]]:
         return self._call("GET", "/requests")["counters"]
 
+    # -- delegated sign-ins -------------------------------------------------------------------------------
+    def device_codes(self) -> list[dict[str, Any]]:
+        """Pending device codes: ``user_code``, ``client_id``, ``scope``, ``expires_at``..."""
+        return self._call("GET", "/devicecodes")["devicecodes"]
+
+    def approve_device_code(self, user_code: str, user: str) -> dict[str, Any]:
+        return self._call("POST", "/devicecodes/approve", json={"user_code": user_code, "user": user})
+
+    def decline_device_code(self, user_code: str, user: str) -> dict[str, Any]:
+        return self._call("POST", "/devicecodes/decline", json={"user_code": user_code, "user": user})
+
+    def refresh_tokens(self, *, user: str | None = None) -> list[dict[str, Any]]:
+        return self._call("GET", "/refresh-tokens", params={"user": user} if user else {})["refresh_tokens"]
+
+    def revoke_refresh_tokens(self, user: str) -> int:
+        return int(self._call("POST", "/refresh-tokens/revoke", json={"user": user})["revoked"])
+
+    def age_refresh_tokens(self, user: str, days: float) -> int:
+        return int(self._call("POST", "/refresh-tokens/age", json={"user": user, "days": days})["aged"])
+
 
 class HarnessControlError(RuntimeError):
     def __init__(self, status: int, body: str) -> None:

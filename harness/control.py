@@ -13,6 +13,7 @@ from harness.faults import FaultRuleError
 from harness.runtime import HarnessRuntime
 from harness.scenario import Scenario, ScenarioError
 from harness.server import Endpoint
+from harness.signins import SignInError
 
 RUNTIME_KEY: web.AppKey[HarnessRuntime] = web.AppKey("runtime", HarnessRuntime)
 BASE_SCENARIO_KEY: web.AppKey[list[Scenario]] = web.AppKey("base_scenario", list)
@@ -33,6 +34,12 @@ def build_app(runtime: HarnessRuntime, *, base_scenario: Scenario | None = None)
     app.router.add_get("/scenario", get_scenario)
     app.router.add_post("/scenario", post_scenario)
     app.router.add_get("/requests", requests)
+    app.router.add_get("/devicecodes", list_device_codes)
+    app.router.add_post("/devicecodes/approve", approve_device_code)
+    app.router.add_post("/devicecodes/decline", decline_device_code)
+    app.router.add_get("/refresh-tokens", list_refresh_tokens)
+    app.router.add_post("/refresh-tokens/revoke", revoke_refresh_tokens)
+    app.router.add_post("/refresh-tokens/age", age_refresh_tokens)
     return app
 
 
@@ -168,3 +175,73 @@ async def post_scenario(request: web.Request) -> web.Response:
 async def requests(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     return web.json_response({"counters": runtime.state.counters()})
+
+
+# -- delegated sign-ins ----------------------------------------------------------------------------------
+
+
+def _field(body: Any, name: str) -> str:
+    value = body.get(name) if isinstance(body, dict) else None
+    if not isinstance(value, str) or not value.strip():
+        raise web.HTTPBadRequest(
+            text=json.dumps({"error": f"'{name}' (a non-empty string) is required"}), content_type="application/json"
+        )
+    return value.strip()
+
+
+def _scenario_user(runtime: HarnessRuntime, address: str) -> str:
+    user = runtime.scenario.user(address)
+    if user is None:
+        raise web.HTTPNotFound(
+            text=json.dumps({"error": f"no user {address!r} in the scenario"}), content_type="application/json"
+        )
+    return user.address
+
+
+async def list_device_codes(request: web.Request) -> web.Response:
+    """Pending device codes (a test finds the user_code here), never the device codes themselves."""
+    runtime = request.app[RUNTIME_KEY]
+    return web.json_response({"devicecodes": [d.to_dict() for d in runtime.sign_ins.pending_device_codes()]})
+
+
+async def _answer_device_code(request: web.Request, *, approve: bool) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    body = await _json_body(request)
+    user_code = _field(body, "user_code")
+    user = _scenario_user(runtime, _field(body, "user"))
+    try:
+        record = runtime.sign_ins.answer_device_code(user_code, user, approve=approve)
+    except SignInError as exc:
+        return web.json_response({"error": str(exc)}, status=exc.status)
+    return web.json_response(record.to_dict())
+
+
+async def approve_device_code(request: web.Request) -> web.Response:
+    return await _answer_device_code(request, approve=True)
+
+
+async def decline_device_code(request: web.Request) -> web.Response:
+    return await _answer_device_code(request, approve=False)
+
+
+async def list_refresh_tokens(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    items = runtime.sign_ins.refresh_tokens(user=request.query.get("user") or None)
+    return web.json_response({"refresh_tokens": [r.to_dict() for r in items]})
+
+
+async def revoke_refresh_tokens(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    body = await _json_body(request)
+    user = _scenario_user(runtime, _field(body, "user"))
+    return web.json_response({"revoked": runtime.sign_ins.revoke(user)})
+
+
+async def age_refresh_tokens(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME_KEY]
+    body = await _json_body(request)
+    user = _scenario_user(runtime, _field(body, "user"))
+    days = body.get("days")
+    if isinstance(days, bool) or not isinstance(days, int | float) or days < 0:
+        return _bad_request("'days' (a number >= 0) is required")
+    return web.json_response({"aged": runtime.sign_ins.age(user, float(days))})

@@ -41,16 +41,21 @@ RUNTIME_KEY: web.AppKey[HarnessRuntime] = web.AppKey("runtime", HarnessRuntime)
 class EntraFailure(Exception):
     """A token request Entra refuses: the catalog entry and its placeholder values."""
 
-    def __init__(self, entry: str, **fmt: Any) -> None:
+    def __init__(self, entry: str, *, body_extra: Mapping[str, Any] | None = None, **fmt: Any) -> None:
         super().__init__(entry)
         self.entry = entry
         self.fmt = fmt
+        self.body_extra = dict(body_extra or {})
 
 
 def _operation(request: web.Request) -> str:
     path = request.path
     if path.endswith("/token"):
         return "token"
+    if path.endswith("/devicecode"):
+        return "devicecode"
+    if path.endswith("/authorize"):
+        return "authorize"
     if "/keys" in path:
         return "keys"
     return "discovery"
@@ -64,6 +69,9 @@ def build_app(runtime: HarnessRuntime) -> web.Application:
     app.router.add_get("/{tenant}/discovery/v2.0/keys", keys)
     app.router.add_get("/{tenant}/discovery/keys", keys)
     app.router.add_post("/{tenant}/oauth2/v2.0/token", token)
+    from harness import entra_delegated  # it builds on this module's helpers
+
+    entra_delegated.add_routes(app)
     return app
 
 
@@ -85,16 +93,24 @@ def _known_tenant(scenario: Scenario, tenant: str) -> str | None:
     return None
 
 
-def _error(request: web.Request, entry: str, **fmt: Any) -> web.Response:
+def error_body(request: web.Request, entry: str, **fmt: Any) -> tuple[int, dict[str, object]]:
+    """The catalog entry's token endpoint error as Entra renders it for this request."""
     from harness import replies
 
-    status, body = replies.entra_error(
+    return replies.entra_error(
         entry,
         trace_id=str(uuid.uuid4()),
         correlation_id=request.headers.get("client-request-id") or str(uuid.uuid4()),
         timestamp=dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ"),
         **fmt,
     )
+
+
+def _error(
+    request: web.Request, entry: str, *, body_extra: Mapping[str, Any] | None = None, **fmt: Any
+) -> web.Response:
+    status, body = error_body(request, entry, **fmt)
+    body.update(body_extra or {})
     return _json(request, body, status=status, entry=entry)
 
 
@@ -231,13 +247,17 @@ def resources(runtime: HarnessRuntime) -> dict[str, Resource]:
 
 
 async def token(request: web.Request) -> web.Response:
+    from harness import entra_delegated
+
     runtime = request.app[RUNTIME_KEY]
     form = await request.post()
     params = {k: str(v) for k, v in form.items()}
     try:
+        if params.get("grant_type") in entra_delegated.GRANTS:
+            return entra_delegated.grant(request, runtime, params)
         return _issue(request, runtime, params)
     except EntraFailure as failure:
-        return _error(request, failure.entry, **failure.fmt)
+        return _error(request, failure.entry, body_extra=failure.body_extra, **failure.fmt)
 
 
 def _issue(request: web.Request, runtime: HarnessRuntime, params: dict[str, str]) -> web.Response:

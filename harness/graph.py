@@ -9,7 +9,11 @@ What it emulates, each answer in Graph's exact shape from ``shared.catalog``:
   pre-authenticated upload URL (which refuses an Authorization header, like Outlook), draft ``send``;
 * token checks (signature, audience, lifetime, roles), Application Access Policy scope, mailbox
   existence and licence, Send As, request-body checks, Outlook throttling per app + mailbox, and the
-  scenario's scripted faults.
+  scenario's scripted faults;
+* delegated (user) tokens: ``/me/...`` is the signed-in user's mailbox; the user's own mailbox needs the
+  scope (``Mail.Send``, ``Mail.ReadBasic``/``Mail.Read``/``Mail.ReadWrite``), another mailbox the
+  ``.Shared`` scope and FullAccess on it (403 ErrorAccessDenied), and a From other than the user Send As
+  (403 ErrorSendAsDenied) (microsoft-graph-docs-contrib concepts/outlook-send-mail-from-other-user.md).
 
 Fault operations: ``sendMail``, ``createMessage``, ``addAttachment``, ``createUploadSession``, ``upload``,
 ``send``, ``listMessages``. A ``reply`` fault answers its catalog entry without delivering unless the rule
@@ -52,6 +56,8 @@ SERVICE = "graph"
 READ_ROLES = ("Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All")
 WRITE_ROLES = ("Mail.ReadWrite",)
 SEND_ROLES = ("Mail.Send",)
+SHARED_SEND_SCOPE = "Mail.Send.Shared"
+ME = "me"  # the mailbox of a /me/... request: the signed-in user's, known once the token is read
 # Below this Graph refuses an upload session (ErrorAttachmentSizeShouldNotBeLessThanMinimumSize).
 UPLOAD_SESSION_MIN_BYTES = 3 * 1024 * 1024
 UPLOAD_SESSION_LIFETIME_S = 6 * 3600
@@ -214,7 +220,10 @@ class GraphFake:
         app = web.Application(client_max_size=CLIENT_MAX_SIZE)
         r = app.router
         r.add_post("/v1.0/users/{user}/sendMail", self.send_mail)
-        r.add_post("/v1.0/me/sendMail", self.me)
+        r.add_post("/v1.0/me/sendMail", self.send_mail)
+        r.add_get("/v1.0/me/messages", self.list_messages)
+        r.add_get("/v1.0/me/mailFolders/{folder}/messages", self.list_messages)
+        r.add_get("/v1.0/me/{segment:mailFolders\\('[^']+'\\)}/messages", self.list_messages)
         r.add_post("/v1.0/users/{user}/messages", self.create_message)
         r.add_get("/v1.0/users/{user}/messages", self.list_messages)
         r.add_get("/v1.0/users/{user}/mailFolders/{folder}/messages", self.list_messages)
@@ -275,6 +284,9 @@ class GraphFake:
         """Roles, then mailbox existence, access policy scope and licence, as Graph orders them."""
         claims = call.claims
         assert claims is not None
+        if not claims.is_app_only:
+            self._authorize_delegated(call, user, roles)
+            return
         if not any(claims.has_role(role) for role in roles):
             raise GraphFailure("graph.no_mail_send")
         mailbox = self.scenario.mailbox(user)
@@ -282,6 +294,29 @@ class GraphFake:
             raise GraphFailure("graph.invalid_user", fmt={"user": user})
         if not self.scenario.graph_may_access(claims.app_id, mailbox.address):
             raise GraphFailure("graph.access_policy")
+        if not mailbox.licensed:
+            raise GraphFailure("graph.mailbox_not_enabled")
+        call.mailbox = mailbox.address
+
+    def _authorize_delegated(self, call: _Call, user: str, roles: tuple[str, ...]) -> None:
+        """A user token: its own mailbox needs the scope; another needs the .Shared scope and FullAccess."""
+        claims = call.claims
+        assert claims is not None
+        target = user
+        person = self.scenario.user_by_object_id(user)
+        if person is not None:  # /users/{object id}
+            target = person.address
+        mailbox = self.scenario.mailbox(target)
+        if mailbox is None:
+            raise GraphFailure("graph.invalid_user", fmt={"user": user})
+        denied = "graph.no_mail_send" if roles == SEND_ROLES else "graph.access_denied"
+        if mailbox.address.lower() == claims.upn.lower():
+            if not claims.has_scope(*roles):
+                raise GraphFailure(denied)
+        else:
+            shared = tuple(f"{r}.Shared" for r in roles if not r.endswith(".All"))
+            if not claims.has_scope(*shared) or not self.scenario.has_full_access(claims.upn, mailbox.address):
+                raise GraphFailure("graph.access_denied")
         if not mailbox.licensed:
             raise GraphFailure("graph.mailbox_not_enabled")
         call.mailbox = mailbox.address
@@ -309,7 +344,12 @@ class GraphFake:
         call = self._begin(request, operation)
         try:
             call.claims = self._authenticate(request)
-            self._authorize(call, request.match_info["user"], roles)
+            user = request.match_info.get("user", ME)
+            if "user" not in request.match_info:  # /me/...
+                if call.claims.is_app_only:
+                    raise GraphFailure("graph.me_app_only")
+                user = call.claims.upn
+            self._authorize(call, user, roles)
             throttle = self._throttle
             rejection = throttle.enter(call.app_id, call.mailbox, request.content_length or 0)
             if rejection is not None:
@@ -409,6 +449,18 @@ class GraphFake:
         return web.Response(status=202, headers=call.headers())
 
     def _check_send_as(self, call: _Call, message: Mapping[str, Any]) -> None:
+        claims = call.claims
+        assert claims is not None
+        if not claims.is_app_only:
+            # The signed-in user sends: From (default: the URL's mailbox) is the user, or one it may send as.
+            sent_as = gv.from_address(message) or call.mailbox
+            if sent_as.lower() == claims.upn.lower():
+                return
+            if not claims.has_scope(SHARED_SEND_SCOPE):
+                raise GraphFailure("graph.access_denied")
+            if not self.scenario.may_send_as(claims.upn, sent_as):
+                raise GraphFailure("graph.send_as_denied")
+            return
         sender = gv.from_address(message)
         if sender and not self.scenario.may_send_as(call.mailbox, sender):
             raise GraphFailure("graph.send_as_denied")
@@ -427,10 +479,14 @@ class GraphFake:
     ) -> Delivery:
         rcpts = gv.recipients(message)
         message_id = internet_message_id or message.get("internetMessageId") or _new_internet_message_id()
+        claims = call.claims
+        delegated = claims is not None and not claims.is_app_only
         delivery = Delivery(
             transport="graph",
             mailbox=call.mailbox,
             app_id=call.app_id,
+            auth_type="delegated" if delegated else "app",
+            user=claims.upn if claims is not None and delegated else None,
             recipients=tuple(rcpts["to"] + rcpts["cc"] + rcpts["bcc"]),
             subject=str(message.get("subject") or ""),
             sender=gv.from_address(message) or call.mailbox,
@@ -449,13 +505,13 @@ class GraphFake:
         return self.runtime.state.add_delivery(delivery)
 
     async def me(self, request: web.Request) -> web.StreamResponse:
-        """App-only tokens cannot use /me; a token that fails validation gets its 401 first."""
+        """/me paths the fake does not serve: app-only tokens get Graph's 400, user tokens 404."""
         call = self._begin(request, "me")
         try:
             call.claims = self._authenticate(request)
             if call.claims.is_app_only:
                 raise GraphFailure("graph.me_app_only")
-            raise GraphFailure("graph.resource_not_found")  # delegated tokens are not modelled
+            raise GraphFailure("graph.resource_not_found")
         except GraphFailure as failure:
             return self._fail(call, failure)
 
@@ -500,7 +556,7 @@ class GraphFake:
         if select:
             wanted = {s.strip().lower() for s in select.split(",") if s.strip()}
             items = [{k: v for k, v in m.items() if k == "id" or k.lower() in wanted} for m in items]
-        user = call.request.match_info["user"]
+        user = call.request.match_info.get("user", call.mailbox)
         payload = {
             "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user}')/mailFolders('sentitems')/messages",
             "value": items[:top],

@@ -13,8 +13,9 @@ from harness.faults import Fault, FaultEngine
 from harness.pki import TestPKI
 from harness.scenario import Scenario
 from harness.server import Endpoint, ServiceHost
+from harness.signins import SignInStore
 from harness.state import HarnessState
-from harness.tokens import EXCHANGE, GRAPH, KEYVAULT, Claims, TokenIssuer
+from harness.tokens import EXCHANGE, GRAPH, KEYVAULT, OUTLOOK_AUDIENCE, Claims, TokenIssuer
 
 ResourceName = Literal["graph", "exchange", "keyvault"]
 
@@ -34,6 +35,8 @@ class HarnessRuntime:
     state_dir: Path | None = None
     keyvault_resource: str = KEYVAULT.uri
     """The resource the fake vault names in its challenge (a dotted suffix of its address, see keyvault.py)."""
+    sign_ins: SignInStore = field(default_factory=SignInStore)
+    """Delegated sign-ins the fake Entra remembers (device codes, authorization codes, refresh tokens)."""
     _listeners: list[Callable[[Scenario], None]] = field(default_factory=list)
     _reset_hooks: list[Callable[[], None]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -70,6 +73,7 @@ class HarnessRuntime:
             self.set_scenario(scenario)
         current = self.scenario
         self.state.reset()
+        self.sign_ins.clear()
         self.faults.replace_all(current.faults, seed=current.seed)
         for callback in list(self._reset_hooks):
             callback()
@@ -79,7 +83,7 @@ class HarnessRuntime:
         if resource == "graph":
             return GRAPH.audiences
         if resource == "exchange":
-            return EXCHANGE.audiences
+            return (*EXCHANGE.audiences, OUTLOOK_AUDIENCE, OUTLOOK_AUDIENCE + "/")
         return (self.keyvault_resource, self.keyvault_resource + "/")
 
     def verify(self, token: str, resource: ResourceName, *, leeway_s: float = 0) -> Claims:

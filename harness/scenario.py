@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import tomllib
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -31,6 +32,8 @@ KeyVaultRole = Literal[
     "Key Vault Certificate User", "Key Vault Secrets User", "Key Vault Administrator", "none"
 ]
 UNRESTRICTED = "*"
+# Namespace for the stable object ids of scenario users (uuid5 of the address).
+USER_OID_NAMESPACE = uuid.UUID("6d1c6a4e-0000-4000-8000-00000000a5e7")
 
 
 class ScenarioError(ValueError):
@@ -94,8 +97,13 @@ class AppRegistration:
     exchange_roles: tuple[str, ...] = ()
     exchange_consent: bool = True
     certificates: tuple[CertificateSpec, ...] = (CertificateSpec(),)
+    """``certificates = {}`` for an app with no credential (a public client)."""
     graph: GraphAccess = field(default_factory=GraphAccess)
     smtp: SmtpAccess = field(default_factory=SmtpAccess)
+    public_client: bool = False
+    """"Allow public client flows" (``isFallbackPublicClient``): device code and auth code without a secret."""
+    redirect_uris: tuple[str, ...] = ("http://localhost",)
+    """Registered redirect URIs ("Mobile and desktop applications"); ``http://localhost`` matches any port."""
 
     @property
     def consented_graph_roles(self) -> tuple[str, ...]:
@@ -121,6 +129,50 @@ class Mailbox:
     shared: bool = False
     send_as: tuple[str, ...] = ()
     """Addresses this mailbox may send as (``Add-RecipientPermission -Trustee <this> -AccessRights SendAs``)."""
+    full_access: tuple[str, ...] = ()
+    """Users with FullAccess on this mailbox (``Add-MailboxPermission -Identity <this> -User <user>``)."""
+
+    def grants_full_access(self, user: str) -> bool:
+        return user.lower() in {u.lower() for u in self.full_access}
+
+
+@dataclass(frozen=True)
+class User:
+    """A person who can sign in (delegated flows): UPN, what they consented to, how they sign in.
+
+    ``consented`` holds Graph scopes by short name (``Mail.Send``) and Outlook's by full URI
+    (``https://outlook.office.com/SMTP.Send``). ``auto_approve``: device codes approve themselves as this
+    user and the authorize page signs this user in without a form.
+    """
+
+    address: str
+    object_id: str = ""
+    display_name: str = ""
+    mfa_required: bool = False
+    consented: tuple[str, ...] = ()
+    auto_approve: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.object_id:
+            object.__setattr__(self, "object_id", str(uuid.uuid5(USER_OID_NAMESPACE, self.address.lower())))
+
+
+@dataclass(frozen=True)
+class DelegatedSettings:
+    """Timings of the delegated sign-in flows (settings so that tests run them in seconds)."""
+
+    device_code_expires_s: int = 900
+    device_code_interval_s: int = 5
+    auth_code_lifetime_s: int = 600
+    refresh_token_inactive_days: float = 90.0
+    """Entra's ``MaxInactiveTime``: a refresh token unused this long answers AADSTS700082."""
+
+    def __post_init__(self) -> None:
+        for name in ("device_code_expires_s", "device_code_interval_s", "auth_code_lifetime_s"):
+            if getattr(self, name) < 0:
+                raise ScenarioError(f"delegated.{name} must be >= 0")
+        if self.refresh_token_inactive_days <= 0:
+            raise ScenarioError("delegated.refresh_token_inactive_days must be > 0")
 
 
 @dataclass(frozen=True)
@@ -233,11 +285,16 @@ class Scenario:
     faults: tuple[FaultRule, ...] = ()
     settings: Mapping[str, str] = field(default_factory=dict)
     """Extra or overriding app settings written to local.settings.json (e.g. a wrong OUTBOX_TENANT_ID)."""
+    users: tuple[User, ...] = ()
+    delegated: DelegatedSettings = field(default_factory=DelegatedSettings)
 
     def __post_init__(self) -> None:
         names = [a.name for a in self.apps]
         if len(set(names)) != len(names):
             raise ScenarioError("app names must be unique")
+        addresses = [u.address.lower() for u in self.users]
+        if len(set(addresses)) != len(addresses):
+            raise ScenarioError("user addresses must be unique")
         if self.sending_app not in names:
             raise ScenarioError(
                 f"sending_app {self.sending_app!r} is not one of the apps ({', '.join(names)})"
@@ -267,6 +324,29 @@ class Scenario:
             if mailbox.address.lower() == address:
                 return mailbox
         return None
+
+    def user(self, address: str) -> User | None:
+        address = address.lower()
+        for user in self.users:
+            if user.address.lower() == address:
+                return user
+        return None
+
+    def user_by_object_id(self, object_id: str) -> User | None:
+        for user in self.users:
+            if user.object_id.lower() == object_id.lower():
+                return user
+        return None
+
+    def auto_approve_user(self) -> User | None:
+        return next((u for u in self.users if u.auto_approve), None)
+
+    def has_full_access(self, user: str, mailbox: str) -> bool:
+        """Whether ``user`` may open ``mailbox``: its own, or a FullAccess grant on it."""
+        if user.lower() == mailbox.lower():
+            return self.mailbox(mailbox) is not None
+        box = self.mailbox(mailbox)
+        return box is not None and box.grants_full_access(user)
 
     @property
     def sender(self) -> AppRegistration:
@@ -395,6 +475,11 @@ class Scenario:
                 raise ScenarioError(f"unknown key(s) in limits: {', '.join(limits_data)}")
             faults = tuple(FaultRule.from_dict(rule) for rule in data.pop("faults", ()))
             settings = {str(k): str(v) for k, v in dict(data.pop("settings", {})).items()}
+            users = tuple(
+                _build(User, {"address": address, **body}, f"users.{address}")
+                for address, body in dict(data.pop("users", {})).items()
+            )
+            delegated = _build(DelegatedSettings, data.pop("delegated", {}), "delegated")
             return _build(
                 cls,
                 {
@@ -407,6 +492,8 @@ class Scenario:
                     "limits": limits,
                     "faults": faults,
                     "settings": settings,
+                    "users": users,
+                    "delegated": delegated,
                 },
                 "scenario",
             )
@@ -424,6 +511,8 @@ class Scenario:
                 out["apps"] = {app.name: _app_to(app) for app in value}
             elif f.name == "mailboxes":
                 out["mailboxes"] = {m.address: _dump(m, skip=("address",)) for m in value}
+            elif f.name == "users":
+                out["users"] = {u.address: _dump(u, skip=("address",)) for u in value}
             elif f.name == "faults":
                 out["faults"] = [rule.to_dict() for rule in value]
             elif f.name == "settings":

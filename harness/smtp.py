@@ -387,7 +387,7 @@ class ExchangeSMTP(SMTP):
         if size.isdigit() and int(size) > self.fake.scenario.limits.smtp.max_message_bytes:
             self._record("mail", 552)
             return _reply("smtp.message_too_large")
-        if not self.fake.scenario.smtp_may_send_as(self.identity.app_id, self.identity.mailbox, address):
+        if not self._may_send_as(self.identity, address):
             self._record("mail", 550)
             return _reply("smtp.send_as_denied")
         envelope.mail_from = address
@@ -428,6 +428,14 @@ class ExchangeSMTP(SMTP):
         self._record("data", reply[:3])
         return reply
 
+    def _may_send_as(self, identity: Identity, address: str) -> bool:
+        """App-only: the mailbox or the app's Send As list. Delegated: the ``user=`` mailbox or an address
+        it may send as (its Send As grants)."""
+        scenario = self.fake.scenario
+        if identity.delegated:
+            return scenario.may_send_as(identity.mailbox, address)
+        return scenario.smtp_may_send_as(identity.app_id, identity.mailbox, address)
+
     def _submit(self, envelope: Envelope) -> str:
         """Exchange's submission checks, then the delivery; returns the reply to DATA."""
         identity = self.identity
@@ -444,7 +452,7 @@ class ExchangeSMTP(SMTP):
             reply = _reply(f"smtp.{limits.concurrency_reply}")
         else:
             header_from = email.utils.parseaddr(headers.get("From", ""))[1]
-            if header_from and not scenario.smtp_may_send_as(identity.app_id, identity.mailbox, header_from):
+            if header_from and not self._may_send_as(identity, header_from):
                 reply = _reply("smtp.send_as_denied_submission", mailbox=identity.mailbox, sender=header_from)
             elif self.fake.daily.wait(identity.mailbox.lower(), len(envelope.rcpt_tos)) > 0:
                 reply = _reply("smtp.submission_quota")
@@ -465,6 +473,8 @@ class ExchangeSMTP(SMTP):
                 transport="smtp",
                 mailbox=identity.mailbox,
                 app_id=identity.app_id,
+                auth_type="delegated" if identity.delegated else "app",
+                user=identity.user,
                 recipients=tuple(envelope.rcpt_tos),
                 subject=str(headers.get("Subject", "")),
                 sender=email.utils.parseaddr(headers.get("From", ""))[1] or str(envelope.mail_from),

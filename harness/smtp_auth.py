@@ -4,6 +4,10 @@ Exchange answers the same ``535 5.7.3 Authentication unsuccessful [host]`` for e
 string itself parses (wrong audience, expired, no ``SMTP.SendAsApp`` role, no Exchange service
 principal or a wrong object id, no FullAccess, unknown mailbox). ``decide`` therefore returns only the
 catalog entry to answer; the cause stays inside (the design's "What doctor can know").
+
+Delegated (user) tokens: ``scp`` must hold ``SMTP.Send`` and ``user=`` must be the token's ``upn`` (any
+case), or a mailbox the user has FullAccess on. That second rule is unverified: Microsoft's IMAP/POP/SMTP
+OAuth page puts a shared mailbox in ``user=``, users report it failing (delegated-auth-notes §6).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from harness.runtime import HarnessRuntime
 from harness.tokens import Claims, TokenRejected
 
 SMTP_ROLE = "SMTP.SendAsApp"
+SMTP_SCOPE = "SMTP.Send"
 TOKEN_CACHE_SIZE = 4096
 
 
@@ -62,6 +67,12 @@ class Identity:
 
     mailbox: str
     app_id: str
+    user: str | None = None
+    """The signed-in user's UPN for a delegated token (None: app-only)."""
+
+    @property
+    def delegated(self) -> bool:
+        return self.user is not None
 
 
 class ExchangeAuthenticator:
@@ -106,6 +117,8 @@ class ExchangeAuthenticator:
             return "smtp.auth_disabled_mailbox", None
         if disabled == "tenant":
             return "smtp.auth_disabled_tenant", None
+        if not claims.is_app_only:
+            return self._decide_delegated(login, claims)
         if not claims.has_role(SMTP_ROLE):
             return "smtp.auth_failed", None
         if not scenario.smtp_may_authenticate(claims.app_id, claims.object_id, login.user):
@@ -113,3 +126,13 @@ class ExchangeAuthenticator:
         mailbox = scenario.mailbox(login.user)
         assert mailbox is not None  # smtp_may_authenticate checked it
         return None, Identity(mailbox=mailbox.address, app_id=claims.app_id)
+
+    def _decide_delegated(self, login: XOAuth2, claims: Claims) -> tuple[str | None, Identity | None]:
+        scenario = self.runtime.scenario
+        upn = claims.upn
+        if not claims.has_scope(SMTP_SCOPE) or not upn:
+            return "smtp.auth_failed", None
+        mailbox = scenario.mailbox(login.user)
+        if mailbox is None or not scenario.has_full_access(upn, mailbox.address):
+            return "smtp.auth_failed", None
+        return None, Identity(mailbox=mailbox.address, app_id=claims.app_id, user=upn)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Transport = Literal["graph", "smtp"]
+AuthType = Literal["app", "delegated"]
 
 
 @dataclass(frozen=True)
@@ -21,6 +22,8 @@ class Delivery:
     ``mailbox`` is the mailbox the message was sent from (Graph: the ``/users/{id}`` mailbox; SMTP: the
     XOAUTH2 ``user=``), ``sender`` the From address, ``app_id`` the authenticated app (token ``appid``).
     ``raw_mime`` is set for SMTP (and Graph MIME sends), ``graph_json`` for Graph JSON sends.
+    ``auth_type`` says whether an app-only or a delegated (user) token sent it; ``user`` is the signed-in
+    user's UPN for delegated sends (None for app-only).
     """
 
     transport: Transport
@@ -37,6 +40,8 @@ class Delivery:
     time: float = field(default_factory=time.time)
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    auth_type: AuthType = "app"
+    user: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -54,6 +59,8 @@ class Delivery:
             "requestId": self.request_id,
             "time": self.time,
             "extra": dict(self.extra),
+            "authType": self.auth_type,
+            "user": self.user,
         }
 
     @classmethod
@@ -74,6 +81,8 @@ class Delivery:
             time=float(data.get("time", 0.0)),
             id=data.get("id", ""),
             extra=data.get("extra") or {},
+            auth_type=data.get("authType", "app"),
+            user=data.get("user"),
         )
 
 

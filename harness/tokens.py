@@ -1,4 +1,4 @@
-"""Access tokens as Entra ID issues them (v1, app-only), and their validation by the resource fakes.
+"""Access tokens as Entra ID issues them (v1: app-only and delegated), and their validation by the fakes.
 
 One ``TokenIssuer`` per harness holds the RSA signing key that the fake Entra publishes as JWKS. Fakes
 (Graph, SMTP, Key Vault) call ``issuer.verify_access_token(token, audiences=...)`` and map the
@@ -45,6 +45,9 @@ class Resource:
 GRAPH = Resource("graph", "https://graph.microsoft.com", "00000003-0000-0000-c000-000000000000")
 EXCHANGE = Resource("exchange", "https://outlook.office365.com", "00000002-0000-0ff1-ce00-000000000000")
 KEYVAULT = Resource("keyvault", "https://vault.azure.net", "cfa8b339-82a2-471a-a3c9-0fc0be7a4093")
+# Delegated Outlook tokens (SMTP.Send) name this audience [guess, delegated-auth-notes §6]; Exchange
+# accepts it alongside EXCHANGE's identifiers.
+OUTLOOK_AUDIENCE = "https://outlook.office.com"
 WELL_KNOWN_RESOURCES = (GRAPH, EXCHANGE, KEYVAULT)
 
 
@@ -96,6 +99,16 @@ class Claims:
     @property
     def is_app_only(self) -> bool:
         return self.raw.get("idtyp") == "app" or "scp" not in self.raw
+
+    @property
+    def upn(self) -> str:
+        """The signed-in user's UPN (delegated tokens; empty for app-only)."""
+        return str(self.raw.get("upn") or self.raw.get("unique_name") or "")
+
+    def has_scope(self, *scopes: str) -> bool:
+        """Whether ``scp`` holds any of ``scopes`` (case-insensitive, as resources compare them)."""
+        held = {s.lower() for s in self.scopes}
+        return any(s.lower() in held for s in scopes)
 
     def has_role(self, role: str) -> bool:
         return role in self.roles
@@ -196,6 +209,57 @@ class TokenIssuer:
             claims, self._key, algorithm="RS256", headers={"typ": "JWT", "x5t": self.kid, "kid": self.kid}
         )
         return MintedToken(token=token, claims=Claims(claims), expires_in=int(lifetime_s))
+
+    def mint_delegated(
+        self,
+        *,
+        tenant_id: str,
+        client_id: str,
+        user_object_id: str,
+        upn: str,
+        name: str,
+        audience: str,
+        scopes: Sequence[str],
+        lifetime_s: int = 3599,
+        now: float | None = None,
+    ) -> MintedToken:
+        """A delegated v1 access token (a user signed in to a public client): ``scp``, ``upn``, the user's
+        ``oid``/``sub``, ``idtyp`` "user", ``appidacr`` "0" ("For a public client, the value is 0")."""
+        issued = int(now if now is not None else time.time())
+        iss = issuer_for(tenant_id)
+        claims: dict[str, Any] = {
+            "aud": audience,
+            "iss": iss,
+            "iat": issued,
+            "nbf": issued,
+            "exp": issued + int(lifetime_s),
+            "acr": "1",
+            "aio": base64.b64encode(uuid.uuid4().bytes).decode(),
+            "amr": ["pwd"],
+            "appid": client_id,
+            "azp": client_id,
+            "appidacr": "0",
+            "idtyp": "user",
+            "ipaddr": "127.0.0.1",
+            "name": name,
+            "oid": user_object_id,
+            "rh": "0.harness.",
+            "scp": " ".join(dict.fromkeys(scopes)),
+            "sub": user_object_id,
+            "tid": tenant_id,
+            "unique_name": upn,
+            "upn": upn,
+            "uti": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+            "ver": "1.0",
+        }
+        token = jwt.encode(
+            claims, self._key, algorithm="RS256", headers={"typ": "JWT", "x5t": self.kid, "kid": self.kid}
+        )
+        return MintedToken(token=token, claims=Claims(claims), expires_in=int(lifetime_s))
+
+    def sign_id_token(self, claims: Mapping[str, Any]) -> str:
+        """An OpenID Connect id_token signed with the key the discovery JWKS publishes."""
+        return jwt.encode(dict(claims), self._key, algorithm="RS256", headers={"typ": "JWT", "kid": self.kid})
 
     def mint_access_token(self, **kwargs: Any) -> str:
         """Same arguments as ``mint``; only the compact JWT."""
