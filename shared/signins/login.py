@@ -106,6 +106,11 @@ def sign_in(
     except OutboxError:
         raise
     except Exception as exc:
+        from msal.oauth2cli.oauth2 import BrowserInteractionTimeoutError
+
+        if isinstance(exc, BrowserInteractionTimeoutError):
+            raise SigninRefused(f"the browser sign-in was not completed within {timeout_s:.0f} s (--timeout); "
+                                "nothing was stored") from exc
         raise classify_msal_exception(exc) from exc
     if "access_token" not in result:
         raise _entra_refused(result)

@@ -72,9 +72,10 @@ class SigninStore:
         from azure.core.exceptions import ResourceExistsError, ResourceModifiedError, ResourceNotFoundError
 
         blob = self._blob(record.mailbox)
+        # The blob SDK takes IfMissing only as if_none_match="*" (etag="*" + IfMissing is passed to the
+        # transport unread and fails).
         conditions: dict[str, Any] = (
-            {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag
-            else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+            {"etag": etag, "match_condition": MatchConditions.IfNotModified} if etag else {"if_none_match": "*"}
         )
         self.writes += 1
         for attempt in (1, 2):
