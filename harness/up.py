@@ -150,19 +150,26 @@ class Harness:
         """Serve the inbox page on its own port (once) and return its URL.
 
         Its outbox side (status rows, poison queue, requeue) reads ``outbox_values`` (outbox's settings),
-        by default this harness's own settings when it runs Azurite; call again to point it elsewhere.
+        by default this harness's own settings when it runs Azurite.
         """
+        from harness.inbox import server
+
+        if self._inbox_app is None:
+            _, self._inbox_app = server.register(self.runtime, base_scenario=self.base_scenario)
+        if outbox_values is None and self.azurite is not None:
+            outbox_values = self.settings_values
+        self.connect_inbox(outbox_values)
+        self.write_files()
+        return self.url("inbox")
+
+    def connect_inbox(self, outbox_values: OutboxValues | None) -> None:
+        """Point the inbox's outbox side at these settings (None: hide it)."""
         from harness.inbox import server
         from harness.inbox.outbox_side import OutboxSide
 
         if self._inbox_app is None:
-            _, self._inbox_app = server.register(self.runtime, base_scenario=self.base_scenario)
-        values: OutboxValues | None = outbox_values
-        if values is None and self.azurite is not None:
-            values = self.settings_values
-        server.connect_outbox(self._inbox_app, OutboxSide(values) if values is not None else None)
-        self.write_files()
-        return self.url("inbox")
+            raise RuntimeError("the inbox is not started: call start_inbox() first")
+        server.connect_outbox(self._inbox_app, OutboxSide(outbox_values) if outbox_values is not None else None)
 
     @property
     def inbox_url(self) -> str | None:

@@ -388,6 +388,8 @@ function start() {
     await api("/api/reset", {method: "POST", body: JSON.stringify({keepScenario: true})});
     refresh();
   });
+  // Storage has no change feed: while the outbox tab is open it is read again every second.
+  setInterval(() => { if (state.tab === "outbox" && !document.hidden) refresh(); }, 1000);
   api("/catalog").then((c) => { state.catalog = c.entries; catalogOptions(); });
   loadOverview().then(() => { refresh(); listen(); });
 }
