@@ -118,10 +118,8 @@ async def deliveries_page(request: web.Request) -> web.Response:
     text = request.query.get("q", "").strip()
     names = _app_names(runtime)
     if text:
-        rows = [row for row in (mail.summary(d, names) for d in items) if mail.matches(row, text)]
-        total, page = len(rows), rows[offset:offset + limit]
-    else:
-        total, page = len(items), [mail.summary(d, names) for d in items[offset:offset + limit]]
+        items = [d for d in items if mail.matches(d, text)]
+    total, page = len(items), [mail.summary(d, names) for d in items[offset:offset + limit]]
     return web.json_response({"total": total, "offset": offset, "limit": limit, "version": version, "items": page})
 
 
