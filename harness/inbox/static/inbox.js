@@ -69,6 +69,11 @@ function recipients(row) {
   return parts.join("; ");
 }
 
+// A list cell: one line, cut with an ellipsis; the title attribute holds the whole value (as text).
+function cell(name, value) {
+  return el("td", {class: name, title: value}, value);
+}
+
 function identity(row) {
   if (row.user) return `user ${row.user}`;
   return row.appName ? `app ${row.appName}` : (row.appId ? `app ${row.appId}` : "");
@@ -110,13 +115,13 @@ async function loadDeliveries() {
     },
     el("td", {class: "nowrap"}, when(row.time)),
     el("td", {}, el("span", {class: `badge ${row.transport}`}, row.transport)),
-    el("td", {}, row.mailbox),
-    el("td", {}, identity(row)),
-    el("td", {class: "from"}, row.from),
-    el("td", {class: "recipients"}, recipients(row)),
-    el("td", {class: "subject"}, row.subject || "(no subject)"),
+    cell("mailbox", row.mailbox),
+    cell("identity", identity(row)),
+    cell("from", row.from),
+    cell("recipients", recipients(row)),
+    cell("subject", row.subject || "(no subject)"),
     el("td", {class: "nowrap"}, size(row.size)),
-    el("td", {}, row.attachments.join(", ")),
+    cell("attachments", row.attachments.join(", ")),
   ));
   fill($("deliveries").tBodies[0], rows);
   $("deliveries-empty").hidden = page.total > 0;
