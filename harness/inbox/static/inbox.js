@@ -126,7 +126,7 @@ async function loadDeliveries() {
   fill($("deliveries").tBodies[0], rows);
   $("deliveries-empty").hidden = page.total > 0;
   const last = Math.min(state.offset + page.items.length, page.total);
-  $("page-info").textContent = page.total ? `${state.offset + 1}–${last} of ${page.total}` : "0";
+  $("page-info").textContent = page.total ? `${state.offset + 1}-${last} of ${page.total}` : "0";
   $("page-newer").disabled = state.offset === 0;
   $("page-older").disabled = last >= page.total;
 }
