@@ -83,10 +83,31 @@ def connect_outbox(app: web.Application, outbox: OutboxSide | None) -> None:
 # -- middleware ---------------------------------------------------------------------------------------
 
 
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]"})
+
+
+def _refusal(request: web.Request) -> str | None:
+    """Why this request is not the page's own: another site's page in the same browser may reach a loopback
+    port too (a form post, a rebound DNS name), and the page's requests change the harness."""
+    host = (request.host or "").rsplit(":", 1)[0].lower()
+    if host not in LOOPBACK_HOSTS:
+        return f"Host {request.host!r} is not a loopback name"
+    origin = request.headers.get("Origin")
+    if request.method not in ("GET", "HEAD", "OPTIONS") and origin is not None \
+            and origin != f"{request.scheme}://{request.host}":
+        return f"a {request.method} from another origin ({origin!r})"
+    return None
+
+
 @web.middleware
 async def _security_headers(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    refusal = _refusal(request)
+    if refusal is not None:
+        refused = web.json_response({"error": f"refused: {refusal}"}, status=403)
+        _harden(refused)
+        return refused
     try:
         response = await handler(request)
     except web.HTTPException as exc:

@@ -169,3 +169,15 @@ def test_misconfigurations_name_the_setting_to_change(harness: Harness) -> None:
     assert any(f.startswith("exchange.smtp_auth_enabled = false") for f in found)
     assert any(f.startswith(f'mailboxes."{SENDER}".smtp_auth_enabled = false') for f in found)
     assert misconfigurations(harness.scenario) == []
+
+
+def test_other_sites_cannot_drive_the_page(harness: Harness, client: httpx.Client) -> None:
+    url = harness.start_inbox()
+    rule = {"service": "graph", "catalog": "graph.server_busy"}
+    cross = client.post(f"{url}/api/faults", json=rule, headers={"Origin": "https://evil.example"})
+    assert cross.status_code == 403 and "another origin" in cross.json()["error"]
+    rebound = client.get(f"{url}/api/deliveries/page", headers={"Host": "evil.example"})
+    assert rebound.status_code == 403
+    assert harness.runtime.faults.rules() == []
+    own = client.post(f"{url}/api/faults", json=rule, headers={"Origin": url})
+    assert own.status_code == 201
