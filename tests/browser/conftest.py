@@ -35,7 +35,9 @@ def _unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: while Playwright's sync API is open, its event loop counts as running in this
+# thread, and a later test's asyncio.run() would refuse to start.
+@pytest.fixture(scope="module")
 def chromium() -> Iterator[Any]:
     executable = chromium_executable()
     if executable is None:

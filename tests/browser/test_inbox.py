@@ -114,6 +114,12 @@ def test_message_view_renders_html_shows_the_source_and_downloads_attachments_by
     expect(page.frame_locator("#body-frame").locator("#title")).to_be_visible()
     SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOT))
+
+    page.click("#tabs button[data-tab=sent]")
+    page.locator("#sent-mailbox").select_option(SENDER)
+    expect(page.locator("tr.sent-item")).to_have_count(2)  # both transports keep a copy (the scenario's default)
+    page.locator("tr.sent-item", has_text="Report via graph").click()
+    expect(page.locator("#message-subject")).to_have_text("Report via graph")
     assert not browser_page.errors
 
 
@@ -182,12 +188,17 @@ def test_requeue_button_delivers_a_fixed_poisoned_message_once(browser_page: Wat
     stack.enqueue(mail(id=message_id, subject="Invoice", transport="smtp"))
     assert stack.wait_state(message_id, "poisoned", timeout=30).last_category == "permission"
     page = open_inbox(browser_page, inbox.url)
+    page.click("#tabs button[data-tab=scenario]")
+    expect(page.locator("#misconfigured")).to_contain_text(f'mailboxes."{SENDER}".smtp_auth_enabled = false')
     page.click("#tabs button[data-tab=outbox]")
     poisoned = page.locator(f"tr.poison-message[data-id='{message_id}']")
     expect(poisoned).to_be_visible()
     expect(page.locator("tr.poison-group", has_text=SENDER).locator("td.hint")).to_contain_text("Set-CASMailbox")
 
     harness.apply_scenario({"mailboxes": {SENDER: {"smtp_auth_enabled": True}}})  # the email team's fix
+    page.click("#tabs button[data-tab=scenario]")
+    expect(page.locator("#misconfigured")).to_have_text("nothing: the happy path")
+    page.click("#tabs button[data-tab=outbox]")
     poisoned.locator("button.requeue").click()
     expect(page.locator("#poison-message")).to_contain_text("requeued 1")
     stack.wait_state(message_id, "sent", timeout=30)

@@ -241,8 +241,13 @@ async function requeue(selection, button) {
   await loadOutbox();
 }
 
+// The CLI's placeholders, filled as `outbox poison list` fills them (the mailbox, the sending app's id).
 function personalize(hint, mailbox) {
-  return mailbox ? hint.replaceAll("<mailbox>", mailbox) : hint;
+  let text = mailbox ? hint.replaceAll("<mailbox>", mailbox) : hint;
+  const o = state.overview;
+  const app = o && o.apps.find((a) => a.name === o.sendingApp);
+  if (app) text = text.replaceAll("<client id>", app.clientId).replaceAll("<application (client) id>", app.clientId);
+  return text;
 }
 
 async function loadOutbox() {
