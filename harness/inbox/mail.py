@@ -225,11 +225,15 @@ def _graph_view(delivery: Delivery) -> MailView:
     sender = message.get("from")
     from_ = _graph_display(sender) if isinstance(sender, Mapping) else delivery.sender or delivery.mailbox
     to, cc, bcc = entries("toRecipients"), entries("ccRecipients"), entries("bccRecipients")
-    headers: list[tuple[str, str]] = [("From", from_), ("To", ", ".join(to))]
+
+    def shown(key: str) -> str:
+        return ", ".join(_graph_display(e) for e in message.get(key) or () if isinstance(e, Mapping))
+
+    headers: list[tuple[str, str]] = [("From", from_), ("To", shown("toRecipients"))]
     if cc:
-        headers.append(("Cc", ", ".join(cc)))
+        headers.append(("Cc", shown("ccRecipients")))
     if bcc:
-        headers.append(("Bcc", ", ".join(bcc)))
+        headers.append(("Bcc", shown("bccRecipients")))
     headers.append(("Subject", str(message.get("subject") or "")))
     if delivery.message_id:
         headers.append(("Message-ID", delivery.message_id))

@@ -159,14 +159,19 @@ async def events(request: web.Request) -> web.StreamResponse:
     loop = asyncio.get_running_loop()
     while request.transport is not None and not request.transport.is_closing():
         now = _fingerprint(runtime)
+        chunk = b""
         if now != last:
             last = now
-            idle = loop.time()
             data = {"deliveries": now[0], "faults": now[1], "scenario": now[2]}
-            await response.write(f"event: change\ndata: {json.dumps(data)}\n\n".encode())
+            chunk = f"event: change\ndata: {json.dumps(data)}\n\n".encode()
         elif loop.time() - idle > HEARTBEAT_S:
+            chunk = b": keep-alive\n\n"
+        if chunk:
             idle = loop.time()
-            await response.write(b": keep-alive\n\n")
+            try:
+                await response.write(chunk)
+            except ConnectionError:  # aiohttp's ClientConnectionResetError is one
+                break  # the page went away between two checks
         await asyncio.sleep(EVENT_POLL_S)
     return response
 

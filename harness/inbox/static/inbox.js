@@ -141,8 +141,10 @@ async function openMessage(id) {
   $("message").hidden = false;
   $("message").dataset.id = id;
   $("message-subject").textContent = summary.subject || "(no subject)";
-  const meta = [["From", view.from], ["To", view.to.join(", ")], ["Cc", view.cc.join(", ")],
-                ["Bcc", view.bcc.join(", ")], ["Via", `${summary.transport} as ${summary.mailbox}`],
+  // Names as the headers carry them; Bcc (no header on SMTP) as addresses.
+  const header = (name) => (view.headers.find(([k]) => k.toLowerCase() === name) || [])[1];
+  const meta = [["From", view.from], ["To", header("to") || view.to.join(", ")],
+                ["Cc", header("cc") || view.cc.join(", ")], ["Bcc", view.bcc.join(", ")], ["Via", `${summary.transport} as ${summary.mailbox}`],
                 ["Identity", identity(summary)], ["Message-ID", summary.messageId],
                 ["Request id", summary.requestId], ["Sent Items", summary.savedToSentItems ? "saved" : "not saved"]];
   $("message-meta").replaceChildren(...meta.filter(([, v]) => v).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, v)]));
@@ -167,7 +169,8 @@ async function openMessage(id) {
     ` ${a.contentType}, ${size(a.size)}`, a.inline ? ` inline, Content-ID ${a.contentId}` : "",
   )) : [el("li", {class: "muted"}, "no attachments")]));
   loadMessageStatus(summary.messageId);
-  showView(state.view);
+  // A text-only message opens on its text, without forgetting that the person prefers the HTML view.
+  showView(state.view === "html" && !view.hasHtml ? "text" : state.view, false);
 }
 
 async function loadMessageStatus(messageId) {
@@ -184,8 +187,8 @@ async function loadMessageStatus(messageId) {
   }
 }
 
-function showView(name) {
-  state.view = name;
+function showView(name, remember = true) {
+  if (remember) state.view = name;
   for (const button of document.querySelectorAll("#message-tabs button")) {
     button.classList.toggle("active", button.dataset.view === name);
   }
