@@ -69,6 +69,7 @@ def test_pages_are_newest_first_filtered_and_bounded(harness: Harness, client: h
     for bad in ({"limit": 0}, {"limit": 501}, {"limit": "ten"}, {"offset": -1}):
         answer = client.get(f"{base}/deliveries/page", params=bad)
         assert answer.status_code == 400 and next(iter(bad)) in answer.json()["error"]
+    assert harness.control.deliveries_page(limit=2, text="bulk 00")["items"][1]["subject"] == "bulk 008"
     before = client.get(f"{base}/deliveries/page").json()["version"]
     smtp_delivery(harness, mime())
     assert client.get(f"{base}/deliveries/page").json()["version"] != before
@@ -117,6 +118,7 @@ def test_graph_json_deliveries_and_sent_items(harness: Harness, client: httpx.Cl
     assert client.get(f"{base}/deliveries/{delivery.id}/attachments/0").content == b"hello"
     listing = client.get(f"{base}/sent-items", params={"mailbox": SENDER}).json()
     assert [(m["subject"], m["deliveryId"]) for m in listing["value"]] == [("Graph one", delivery.id)]
+    assert harness.control.sent_items(SENDER) == listing["value"]
     assert client.get(f"{base}/sent-items").status_code == 400
 
 
