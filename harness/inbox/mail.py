@@ -98,9 +98,22 @@ _SUMMARIES = _Lru(_SUMMARY_CACHE_SIZE)
 def view(delivery: Delivery) -> MailView:
     cached = _VIEWS.get(delivery.id)
     if cached is None:
-        cached = _mime_view(delivery) if delivery.raw_mime is not None else _graph_view(delivery)
+        try:
+            cached = _mime_view(delivery) if delivery.raw_mime is not None else _graph_view(delivery)
+        except Exception as exc:  # a message no parser expected still gets a page: its source
+            cached = _unreadable(delivery, exc)
         _VIEWS.put(delivery.id, cached)
     return cached
+
+
+def _unreadable(delivery: Delivery, exc: Exception) -> MailView:
+    if delivery.raw_mime is not None:
+        source, kind = delivery.raw_mime.decode("utf-8", errors="replace"), "mime"
+    else:
+        source, kind = json.dumps(delivery.graph_json, indent=2, ensure_ascii=False, default=str), "graph-json"
+    return MailView(headers=(("X-Inbox-Unreadable", f"{type(exc).__name__}: {exc}"),), from_=delivery.sender,
+                    to=delivery.recipients, cc=(), bcc=(), text=None, html=None, parts=(), source=source,
+                    source_kind=kind)
 
 
 def summary(delivery: Delivery, app_names: Mapping[str, str] | None = None) -> dict[str, Any]:

@@ -183,3 +183,28 @@ def test_other_sites_cannot_drive_the_page(harness: Harness, client: httpx.Clien
     assert harness.runtime.faults.rules() == []
     own = client.post(f"{url}/api/faults", json=rule, headers={"Origin": url})
     assert own.status_code == 201
+
+
+@pytest.mark.parametrize("raw", [
+    b"", b"no headers at all",
+    b'Subject: =?utf-8?b?!!!?=\r\nTo: <<<@@>>>, "unterminated\r\nContent-Type: multipart/mixed; boundary="x"\r\n\r\n'
+    b"--x\r\nContent-Type: text/html; charset=nonexistent\r\nContent-Transfer-Encoding: base64\r\n\r\n!!!!\r\n--x\r\n"
+    b"Content-Disposition: attachment; filename*=bogus''%ZZ\r\n\r\nabc\r\n",
+    b"Content-Type: multipart/related\r\n\r\nno boundary",
+    b"From: \xff\xfe\r\nSubject: \x00\x01\r\n\r\nx",
+])
+def test_broken_mime_still_has_a_view_and_its_source(harness: Harness, client: httpx.Client, raw: bytes) -> None:
+    delivery = smtp_delivery(harness, raw)
+    base = f"{harness.url('control')}/deliveries/{delivery.id}"
+    assert client.get(base).status_code == 200
+    assert client.get(f"{base}/source").content == raw.decode("utf-8", errors="replace").encode()
+    assert client.get(f"{harness.start_inbox()}/frame/{delivery.id}").status_code == 200
+
+
+def test_a_body_no_parser_expected_shows_its_source_and_why(harness: Harness, client: httpx.Client) -> None:
+    body = {"message": {"subject": "odd", "attachments": [{"name": "x", "size": "big"}]}}
+    delivery = harness.state.add_delivery(Delivery(transport="graph", mailbox=SENDER, app_id="a",
+                                                   recipients=("ana@fabrikam.example",), graph_json=body))
+    view = client.get(f"{harness.url('control')}/deliveries/{delivery.id}").json()["view"]
+    assert view["headers"][0][0] == "X-Inbox-Unreadable" and "big" in view["headers"][0][1]
+    assert '"size": "big"' in client.get(f"{harness.url('control')}/deliveries/{delivery.id}/source").text
