@@ -2,7 +2,8 @@
 
 Starts the harness (fake Entra ID, managed identity, Key Vault, Graph, Exchange SMTP) and Azurite, runs
 the real ``function_app`` in the local Functions host, puts messages on the queue through both
-transports together with the failures a team meets first, waits for every outcome and prints what was
+transports (app-only, and as a user signed in once by device code: delegated) together with the failures a
+team meets first, waits for every outcome and prints what was
 sent, retried and poisoned, with the fix for each poison. Exits 0 when every outcome is the expected one.
 """
 
@@ -27,6 +28,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SENDER = "sender@contoso.example"
 NOREPLY = "noreply@contoso.example"
 OUTSIDE = "other@contoso.example"
+DELEGATE = "delegate@contoso.example"  # a person who signs in once; outbox then sends as them (delegated)
+DELEGATED_CLIENT_ID = "0b0c0000-0000-4000-8000-0000000de1e9"  # apps.outbox-delegated in the default scenario
 
 # Demo time: the same settings as production, with delays in seconds instead of minutes.
 DEMO_SETTINGS = {
@@ -34,6 +37,8 @@ DEMO_SETTINGS = {
     "OUTBOX_BACKOFF_MAX_S": "4",
     "OUTBOX_RETRY_AFTER_MAX_S": "30",
     "OUTBOX_LEASE_S": "20",
+    "OUTBOX_DELEGATED_CLIENT_ID": DELEGATED_CLIENT_ID,
+    "OUTBOX_DELEGATED_MAILBOXES": DELEGATE,
 }
 DEMO_HOST = {"max_polling_interval_s": 0.25, "visibility_timeout_s": 2.0}
 
@@ -68,6 +73,10 @@ def cases() -> list[Case]:
              attachments=[{"name": "note.txt", "contentBase64": note}]), "sent"),
         Case("demo-smtp", "SMTP XOAUTH2, base64 body", _mail(id="demo-smtp", transport="smtp",
              bcc=["audit@fabrikam.example"], html="<p>Sent by the <b>outbox</b> demo.</p>"), "sent", base64=True),
+        Case("demo-delegated-graph", "delegated: Graph /me/sendMail as the signed-in user",
+             _mail(id="demo-delegated-graph", **{"from": DELEGATE}), "sent"),
+        Case("demo-delegated-smtp", "delegated: SMTP XOAUTH2 user=<the signed-in user>",
+             _mail(id="demo-delegated-smtp", transport="smtp", **{"from": DELEGATE}), "sent"),
         Case("demo-throttled", "Graph 429 with Retry-After, then delivered",
              _mail(id="demo-throttled", **{"from": NOREPLY}), "sent", "throttled", expect_retry=True),
         Case("demo-535", "SMTP 535 5.7.3: no mailbox permission for noreply@",
@@ -87,6 +96,33 @@ def _setup_failures(harness: Any) -> None:
     # Throttling that recovers: one 429 with Retry-After: 2 for noreply@ on Graph.
     harness.set_fault(service="graph", catalog="graph.too_many_requests", retry_after=2, times=1, mailbox=NOREPLY,
                       operation="sendMail")
+
+
+def _sign_in(harness: Any, values: dict[str, str], out: TextIO) -> None:
+    """What `outbox login --mailbox delegate@ --device-code` does, with the user's approval given over the
+    harness's control API (the person entering the code on their phone)."""
+    import threading
+
+    from harness.up import identity_environment
+    from shared.http import build_client
+    from shared.settings import load_settings
+    from shared.signins.key import SigninKey
+    from shared.signins.login import sign_in
+    from shared.storage import build_stores
+
+    def approve(flow: Any) -> None:
+        threading.Thread(target=harness.control.approve_device_code, args=(flow["user_code"], DELEGATE),
+                         daemon=True).start()
+
+    settings = load_settings(values)
+    with identity_environment(values), build_stores(settings) as stores, build_client(settings) as http:
+        key = SigninKey(settings)
+        try:
+            sign_in(settings, stores.signins, key, http, mailbox=DELEGATE, account=DELEGATE, method="device-code",
+                    transports=["graph", "smtp"], show_device_code=approve, timeout_s=30)
+        finally:
+            key.close()
+    out.write(f"  {DELEGATE} signed in (device code, delegated Mail.Send + SMTP.Send); stored sealed\n")
 
 
 def _table(rows: list[list[str]], out: TextIO) -> None:
@@ -110,9 +146,11 @@ def run(out: TextIO, *, timeout_s: float, state_dir: Path, verbose: bool) -> int
     out.write("outbox demo: fake Entra ID + Key Vault + Graph + Exchange SMTP, Azurite, local Functions host\n")
     with Harness.start(Scenario.default(), state_dir, with_azurite=True) as harness:
         _setup_failures(harness)
+        harness.control.apply_scenario(patch={"delegated": {"device_code_interval_s": 1}})
         values = harness.settings_values()
         values.update(DEMO_SETTINGS)
         out.write(f"  harness up in {time.monotonic() - started:.1f} s; state in {state_dir}\n")
+        _sign_in(harness, values, out)
         queue_service = QueueServiceClient.from_connection_string(values["AzureWebJobsStorage"])
         queue = queue_service.get_queue_client(values["OUTBOX_QUEUE"])
         with contextlib.suppress(ResourceExistsError):
@@ -145,7 +183,8 @@ def run(out: TextIO, *, timeout_s: float, state_dir: Path, verbose: bool) -> int
 
 def _report(out: TextIO, demo: list[Case], rows: dict[str, Any], deliveries: list[Any], finished: bool,
             elapsed: float, verbose: bool) -> int:
-    table = [["message", "transport", "mailbox", "outcome", "attempts", "category", "as expected"]]
+    table = [["message", "transport", "mailbox", "sent as", "outcome", "attempts", "category", "as expected"]]
+    who = {d.message_id: (f"user {d.user}" if d.auth_type == "delegated" else "app") for d in deliveries}
     fixes: list[tuple[str, str]] = []
     failures = 0
     for case in demo:
@@ -170,6 +209,7 @@ def _report(out: TextIO, demo: list[Case], rows: dict[str, Any], deliveries: lis
             name,
             (row.transport if row else "") or "-",
             (row.mailbox if row else "") or "-",
+            who.get(row.internet_message_id, "-") if row else "-",
             outcome,
             str(row.attempts if row else 0),
             (category or "-") if state != "sent" else "-",
