@@ -58,3 +58,13 @@ def message_status(req: func.HttpRequest) -> func.HttpResponse:
     from function_app.http_api import handle_status
 
     return handle_status(req)
+
+
+@app.function_name(name="signin_keepalive")
+@app.timer_trigger(arg_name="timer", schedule="%OUTBOX_KEEPALIVE_SCHEDULE%", run_on_startup=False)
+def signin_keepalive(timer: func.TimerRequest) -> None:
+    """Use every stored delegated sign-in's refresh token once (daily by default), so none reaches
+    Entra's 90-day inactivity limit; one ``outbox.keepalive`` event per account."""
+    from function_app.runtime import keepalive
+
+    keepalive()

@@ -33,6 +33,17 @@ def pipeline() -> Pipeline:
     return runtime().pipeline
 
 
+def keepalive() -> None:
+    """The keep-alive run over the process's sign-in tokens (nothing to do without delegated mailboxes)."""
+    from shared.signins import keepalive as run
+
+    current = runtime()
+    delegated = current.senders.delegated if current.senders is not None else None
+    if delegated is None:
+        return
+    run.run(delegated, current.stores.signins)
+
+
 def close_runtime() -> None:
     """Drop the process's runtime (the local host calls this when it stops or reloads settings)."""
     global _current

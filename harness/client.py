@@ -49,6 +49,17 @@ class HarnessClient:
         params = {k: v for k, v in (("transport", transport), ("mailbox", mailbox)) if v}
         return [Delivery.from_dict(d) for d in self._call("GET", "/deliveries", params=params)["deliveries"]]
 
+    def deliveries_page(self, *, offset: int = 0, limit: int = 50, transport: str | None = None,
+                        mailbox: str | None = None, text: str | None = None) -> dict[str, Any]:
+        """One page of delivery summaries, newest first (``GET /deliveries/page``)."""
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        params.update({k: v for k, v in (("transport", transport), ("mailbox", mailbox), ("q", text)) if v})
+        return self._call("GET", "/deliveries/page", params=params)
+
+    def sent_items(self, mailbox: str) -> list[dict[str, Any]]:
+        """The mailbox's Sent Items as the fake Graph lists them (``GET /sent-items``)."""
+        return self._call("GET", "/sent-items", params={"mailbox": mailbox})["value"]
+
     def reset(self, *, keep_scenario: bool = False) -> None:
         self._call("POST", "/reset", json={"keepScenario": keep_scenario})
 

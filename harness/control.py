@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 
 from harness import keyvault
 from harness.faults import FaultRuleError
+from harness.inbox import mail
 from harness.runtime import HarnessRuntime
 from harness.scenario import Scenario, ScenarioError
 from harness.server import Endpoint
 from harness.signins import SignInError
+from harness.state import Delivery
 
 RUNTIME_KEY: web.AppKey[HarnessRuntime] = web.AppKey("runtime", HarnessRuntime)
 BASE_SCENARIO_KEY: web.AppKey[list[Scenario]] = web.AppKey("base_scenario", list)
@@ -25,6 +28,12 @@ def build_app(runtime: HarnessRuntime, *, base_scenario: Scenario | None = None)
     app[BASE_SCENARIO_KEY] = [base_scenario or runtime.scenario]
     app.router.add_get("/health", health)
     app.router.add_get("/deliveries", deliveries)
+    # Paged and per-message reads (the inbox page; 10,000 deliveries stay fast). Before {id}: first match wins.
+    app.router.add_get("/deliveries/page", deliveries_page)
+    app.router.add_get("/deliveries/{id}", delivery_detail)
+    app.router.add_get("/deliveries/{id}/source", delivery_source)
+    app.router.add_get("/deliveries/{id}/attachments/{index}", delivery_attachment)
+    app.router.add_get("/sent-items", sent_items)
     app.router.add_post("/reset", reset)
     app.router.add_get("/faults", list_faults)
     app.router.add_post("/faults", add_faults)
@@ -79,6 +88,106 @@ async def deliveries(request: web.Request) -> web.Response:
         transport=request.query.get("transport") or None, mailbox=request.query.get("mailbox") or None
     )
     return web.json_response({"deliveries": [d.to_dict() for d in items]})
+
+
+PAGE_LIMIT_MAX = 500
+
+
+def _int_query(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name} must be an integer, not {raw!r}"}),
+                                 content_type="application/json") from None
+    if not low <= value <= high:
+        raise web.HTTPBadRequest(text=json.dumps({"error": f"{name} must be between {low} and {high}"}),
+                                 content_type="application/json")
+    return value
+
+
+def _app_names(runtime: HarnessRuntime) -> dict[str, str]:
+    return {app.client_id.lower(): app.display_name or app.name for app in runtime.scenario.apps}
+
+
+async def deliveries_page(request: web.Request) -> web.Response:
+    """Newest first, ``limit`` summaries from ``offset``, filtered by transport, mailbox and text ``q``."""
+    runtime = request.app[RUNTIME_KEY]
+    offset = _int_query(request, "offset", 0, low=0, high=10**9)
+    limit = _int_query(request, "limit", 50, low=1, high=PAGE_LIMIT_MAX)
+    version = runtime.state.version
+    items = runtime.state.deliveries(
+        transport=request.query.get("transport") or None, mailbox=request.query.get("mailbox") or None
+    )
+    items.reverse()
+    text = request.query.get("q", "").strip()
+    names = _app_names(runtime)
+    if text:
+        items = [d for d in items if mail.matches(d, text)]
+    total, page = len(items), [mail.summary(d, names) for d in items[offset:offset + limit]]
+    return web.json_response({"total": total, "offset": offset, "limit": limit, "version": version, "items": page})
+
+
+def _delivery_or_404(request: web.Request) -> Delivery:
+    found = request.app[RUNTIME_KEY].state.delivery(request.match_info["id"])
+    if found is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such delivery"}), content_type="application/json")
+    return found
+
+
+async def delivery_detail(request: web.Request) -> web.Response:
+    delivery = _delivery_or_404(request)
+    runtime = request.app[RUNTIME_KEY]
+    return web.json_response({"summary": mail.summary(delivery, _app_names(runtime)),
+                              "view": mail.view(delivery).to_dict(), "extra": dict(delivery.extra)})
+
+
+async def delivery_source(request: web.Request) -> web.Response:
+    """The raw MIME as the fake received it, or the Graph request body; text, never rendered."""
+    mail_view = mail.view(_delivery_or_404(request))
+    content_type = "message/rfc822" if mail_view.source_kind == "mime" else "application/json"
+    return web.Response(text=mail_view.source, content_type="text/plain", charset="utf-8",
+                        headers={"X-Content-Type-Options": "nosniff", "X-Source-Type": content_type})
+
+
+async def delivery_attachment(request: web.Request) -> web.Response:
+    """The part's bytes exactly as sent, always as a download (an HTML attachment must not run here)."""
+    mail_view = mail.view(_delivery_or_404(request))
+    try:
+        part = mail_view.part(int(request.match_info["index"]))
+    except ValueError:
+        part = None
+    if part is None or part.data is None:
+        raise web.HTTPNotFound(text=json.dumps({"error": "no such attachment (or its bytes were not kept)"}),
+                               content_type="application/json")
+    return web.Response(body=part.data, headers=attachment_headers(part.name))
+
+
+def attachment_headers(filename: str) -> dict[str, str]:
+    ascii_name = "".join(c if c.isascii() and c.isprintable() and c not in '"\\;' else "_" for c in filename)
+    return {
+        "Content-Type": "application/octet-stream",
+        "Content-Disposition": f"attachment; filename=\"{ascii_name or 'attachment'}\"; filename*=UTF-8''{quote(filename)}",
+        "X-Content-Type-Options": "nosniff",
+        "Content-Security-Policy": "default-src 'none'; sandbox",
+    }
+
+
+async def sent_items(request: web.Request) -> web.Response:
+    """A mailbox's Sent Items as the fake Graph lists them (its delay applied), newest first."""
+    runtime = request.app[RUNTIME_KEY]
+    mailbox = request.query.get("mailbox", "").strip()
+    if not mailbox:
+        return _bad_request("mailbox is required")
+    try:
+        from harness.graph import _message_resource as resource
+    except ModuleNotFoundError:
+        return web.json_response({"mailbox": mailbox, "value": []})
+    delay_s = runtime.scenario.exchange.sent_items_delay_s
+    items = reversed(runtime.state.sent_items(mailbox, delay_s=delay_s))
+    return web.json_response({"mailbox": mailbox, "value": [{**resource(d), "deliveryId": d.id} for d in items]})
 
 
 async def reset(request: web.Request) -> web.Response:

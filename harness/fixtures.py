@@ -10,6 +10,8 @@ Fixtures:
   harness of its own (a ``Scenario``, a TOML path, or TOML text); stopped when the test ends.
 - ``harness_env`` (function): puts the harness's settings (OUTBOX_*, IDENTITY_*, AZURE_CLIENT_ID and the
   CA trust variables REQUESTS_CA_BUNDLE / SSL_CERT_FILE) into ``os.environ`` for this test only.
+- ``inbox`` (function): the inbox web page on the session harness (started on first use): ``inbox.url``;
+  ``inbox.connect_outbox(settings)`` shows that outbox's status rows and poison queue (until the test ends).
 - ``outbox_settings`` (function): the settings dict for outbox against harness + Azurite (nothing in
   ``os.environ`` changes).
 
@@ -23,7 +25,8 @@ requests' trust store for the whole process while set, hence the opt-in.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +113,24 @@ def outbox_settings(harness: Harness, azurite: Azurite) -> dict[str, str]:
     values = harness.settings_values()
     values["AzureWebJobsStorage"] = azurite.connection_string
     return values
+
+
+@dataclass
+class InboxPage:
+    """The harness inbox page as a test sees it."""
+
+    url: str
+    harness: Harness
+
+    def connect_outbox(self, settings: Mapping[str, str] | Callable[[], Mapping[str, str]] | None) -> None:
+        """Show this outbox's side (its AzureWebJobsStorage, OUTBOX_QUEUE, OUTBOX_STATUS_TABLE); None hides it."""
+        self.harness.connect_inbox(settings)
+
+
+@pytest.fixture
+def inbox(harness: Harness) -> Iterator[InboxPage]:
+    page = InboxPage(harness.start_inbox(), harness)
+    try:
+        yield page
+    finally:
+        harness.connect_inbox(None)

@@ -7,14 +7,20 @@ host name resolves to loopback on these machines. So the challenge names the res
 (``https://0.0.1:PORT/.default``) are issued by the fake managed-identity endpoint and the fake Entra,
 and it is the audience this vault accepts. Against real Azure the resource is ``https://vault.azure.net``.
 
-Secrets: ``{cert_name}`` is the certificate as Key Vault exposes it through the secrets API (base64 PFX,
+Secrets: ``outbox-signin-key`` (``SIGNIN_KEY_NAME``) is the key delegated sign-ins are sealed with, as
+``infra/scripts/create-signin-key.sh`` creates it (32 random bytes, base64, new per harness run);
+``{cert_name}`` is the certificate as Key Vault exposes it through the secrets API (base64 PFX,
 ``application/x-pkcs12``, ``managed: true``, ``kid``); ``{cert_name}-pem`` the same key and certificate
 as PEM (``application/x-pem-file``).
 """
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import os
+import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -26,6 +32,17 @@ from harness.server import Endpoint
 from harness.tokens import TokenRejected
 
 RUNTIME_KEY: web.AppKey[HarnessRuntime] = web.AppKey("runtime", HarnessRuntime)
+SIGNIN_KEY_NAME = "outbox-signin-key"
+
+
+@dataclass(frozen=True)
+class PlainSecret:
+    value: str
+    version: str
+    created: dt.datetime
+
+
+PLAIN_KEY: web.AppKey[dict[str, PlainSecret]] = web.AppKey("plain_secrets", dict)
 PEM_SUFFIX = "-pem"
 VAULT_NAME = "outbox-harness-kv"
 LOCATION = "westeurope"
@@ -41,6 +58,9 @@ def build_app(runtime: HarnessRuntime) -> web.Application:
         middlewares=[aiohttp_middleware(runtime.faults, "keyvault", operation_of=lambda r: "getSecret")]
     )
     app[RUNTIME_KEY] = runtime
+    app[PLAIN_KEY] = {
+        SIGNIN_KEY_NAME: PlainSecret(base64.b64encode(os.urandom(32)).decode(), uuid.uuid4().hex, dt.datetime.now(dt.UTC))
+    }
     app.router.add_get("/secrets/{name}/versions", list_versions)
     app.router.add_get("/secrets/{name}", get_secret)
     app.router.add_get("/secrets/{name}/", get_secret)
@@ -157,6 +177,17 @@ def _bundle(
     return bundle
 
 
+def _plain_bundle(vault: str, name: str, secret: PlainSecret) -> dict[str, Any]:
+    created = _epoch(secret.created)
+    return {
+        "value": secret.value,
+        "id": f"{vault}/secrets/{name}/{secret.version}",
+        "attributes": {"enabled": True, "created": created, "updated": created,
+                       "recoveryLevel": "Recoverable+Purgeable", "recoverableDays": 90},
+        "tags": {},
+    }
+
+
 async def get_secret(request: web.Request) -> web.Response:
     runtime = request.app[RUNTIME_KEY]
     name = request.match_info["name"]
@@ -166,6 +197,9 @@ async def get_secret(request: web.Request) -> web.Response:
         return denied
     if "api-version" not in request.query:
         return _kv_error("keyvault.client_error")
+    plain = request.app[PLAIN_KEY].get(name.lower())
+    if plain is not None and version_id in ("", plain.version):
+        return web.json_response(_plain_bundle(_vault_url(request), name.lower(), plain))
     found = _lookup(runtime, name)
     version = None
     if found is not None:

@@ -10,6 +10,9 @@ installed everywhere). Production runs on Azure Functions; this host only imitat
   maxPollingInterval, visibilityTimeout, maxDequeueCount, messageEncoding); the message is deleted after
   a successful invocation, made visible again after ``visibilityTimeout`` when the invocation raises, and
   moved as it is to ``<queue>-poison`` once it has been dequeued ``maxDequeueCount`` times;
+- timer triggers: the NCRONTAB ``schedule`` (``%NAME%`` resolved from the settings, ``harness.ncrontab``),
+  ``runOnStartup``; one run at a time per function, as the host's singleton lock gives; and
+  ``POST /admin/functions/{name}`` (the host's admin API for running a non-HTTP function, 202) with the key;
 - HTTP triggers: route, methods and authLevel from the bindings, under host.json's ``routePrefix``.
   Unlike Core Tools (which does not check keys locally), this host enforces function keys when it has
   one: the ``x-functions-key`` header or the ``code`` query parameter must equal ``OUTBOX_API_KEY`` from
@@ -24,6 +27,7 @@ import argparse
 import base64
 import binascii
 import contextlib
+import datetime as dt
 import importlib
 import inspect
 import json
@@ -224,7 +228,59 @@ class HostStats:
     failed: int = 0
     moved_to_poison: int = 0
     http_requests: int = 0
+    timer_runs: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+class _TimerListener:
+    def __init__(self, host: LocalHost, fn: IndexedFunction, schedule: str, run_on_startup: bool) -> None:
+        from harness import ncrontab
+
+        self.host = host
+        self.fn = fn
+        self.schedule = ncrontab.parse(schedule)
+        self.run_on_startup = run_on_startup
+        self.requested = threading.Event()
+        self.lock = threading.Lock()  # the host's singleton: one run at a time
+        self.thread = threading.Thread(target=self._run, name=f"localhost-timer-{fn.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def wake(self) -> None:
+        self.requested.set()
+
+    def run_now(self) -> None:
+        self.requested.set()
+
+    def _run(self) -> None:
+        from harness import ncrontab
+
+        if self.run_on_startup:
+            self._invoke()
+        while not self.host.stopping.is_set():
+            now = dt.datetime.now(dt.UTC)
+            due = ncrontab.next_after(self.schedule, now)
+            self.requested.wait(max(0.0, (due - now).total_seconds()))
+            if self.host.stopping.is_set():
+                break
+            self.requested.clear()
+            self._invoke()
+
+    def _invoke(self) -> None:
+        from azure.functions.timer import TimerRequest
+
+        with self.lock:
+            try:
+                self.host.call(self.fn, TimerRequest(past_due=False))
+            except Exception as exc:
+                log.error("Executed 'Functions.%s' (Failed): %s", self.fn.name, exc, exc_info=exc)
+                with self.host.stats_lock:
+                    self.host.stats.errors.append(f"{self.fn.name}: {exc}")
+            finally:
+                with self.host.stats_lock:
+                    self.host.stats.timer_runs += 1
+                self.host.activity()
 
 
 class _QueueListener:
@@ -426,6 +482,7 @@ class LocalHost:
         self._executor: ThreadPoolExecutor | None = None  # made by start()
         self.functions: list[IndexedFunction] = []
         self._listeners: list[_QueueListener] = []
+        self._timers: dict[str, _TimerListener] = {}
         self._routes: list[_Route] = []
         self._server: ThreadingHTTPServer | None = None
         self._server_thread: threading.Thread | None = None
@@ -472,18 +529,23 @@ class LocalHost:
                     route = trig.raw.get("route") or fn.name
                     self._routes.append(_Route(fn, methods, _route_pattern(route),
                                                str(trig.raw.get("authLevel", "FUNCTION")).upper(), trig.name))
+                elif kind == "timertrigger":
+                    schedule = resolve_app_setting(str(trig.raw["schedule"]), env)
+                    self._timers[fn.name.lower()] = _TimerListener(self, fn, schedule, bool(trig.raw.get("runOnStartup")))
                 else:
                     log.warning("function %s: trigger type %s is not run by the local host", fn.name, trig.type)
-            if self._routes and self._http_port is not None:
+            if (self._routes or self._timers) and self._http_port is not None:
                 self._start_http()
             for listener in self._listeners:
                 listener.start()
+            for timer in self._timers.values():
+                timer.start()
         except BaseException:
             self._restore_env()
             raise
         self._started = True
-        log.info("local host started: %s queue trigger(s), %s HTTP route(s)%s", len(self._listeners),
-                 len(self._routes), f" at {self.base_url}" if self._server else "")
+        log.info("local host started: %s queue trigger(s), %s timer(s), %s HTTP route(s)%s", len(self._listeners),
+                 len(self._timers), len(self._routes), f" at {self.base_url}" if self._server else "")
         return self
 
     def stop(self) -> None:
@@ -492,8 +554,12 @@ class LocalHost:
         self.stopping.set()
         for listener in self._listeners:
             listener.wake()
+        for timer in self._timers.values():
+            timer.wake()
         for listener in self._listeners:
             listener.thread.join(timeout=10)
+        for timer in self._timers.values():
+            timer.thread.join(timeout=30)
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -622,7 +688,10 @@ class LocalHost:
         prefix = self.route_prefix
         status, payload, headers = 404, b"", {"Content-Type": "text/plain"}
         allowed: list[str] = []
-        if not prefix or path == prefix or path.startswith(prefix + "/"):
+        admin = re.fullmatch(r"admin/functions/([^/]+)", path)
+        if admin is not None:
+            status = self._admin_run(handler.command.upper(), unquote(admin.group(1)), handler.headers)
+        elif not prefix or path == prefix or path.startswith(prefix + "/"):
             rel = path[len(prefix):].strip("/") if prefix else path
             query = dict(parse_qsl(parts.query, keep_blank_values=True))
             for route in self._routes:
@@ -669,6 +738,22 @@ class LocalHost:
         handler.end_headers()
         if handler.command != "HEAD":
             handler.wfile.write(payload)
+
+    def run_timer(self, name: str) -> None:
+        """Run a timer function now (what ``POST /admin/functions/{name}`` does)."""
+        self._timers[name.lower()].run_now()
+
+    def _admin_run(self, method: str, name: str, headers: Any) -> int:
+        """The host's admin API for a non-HTTP function: 202 and the run starts (timers only here)."""
+        if method != "POST":
+            return 405
+        if not self._key_ok(headers.get("x-functions-key"), None):
+            return 401
+        timer = self._timers.get(name.lower())
+        if timer is None:
+            return 404
+        timer.run_now()
+        return 202
 
     def _key_ok(self, header: str | None, code: str | None) -> bool:
         given = header or code or ""

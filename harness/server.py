@@ -212,12 +212,15 @@ class ServiceHost:
         return self.run(wrapper(), timeout)
 
     # -- services -----------------------------------------------------------------------------------------
-    def add_app(self, name: str, app: web.Application, *, port: int = 0, tls: bool = True) -> Endpoint:
-        """Serve an aiohttp app over https (http with ``tls=False``) and return its endpoint."""
+    def add_app(
+        self, name: str, app: web.Application, *, port: int = 0, tls: bool = True, log_requests: bool = True
+    ) -> Endpoint:
+        """Serve an aiohttp app over https (http with ``tls=False``) and return its endpoint.
+        ``log_requests=False`` keeps its requests out of the request log (a page polling the harness)."""
         if tls and self.ssl_context is None:
             raise RuntimeError("add_app(tls=True) needs the host's ssl_context")
         app.middlewares.insert(0, _silence_drops)
-        if self.state is not None:
+        if self.state is not None and log_requests:
             app.middlewares.insert(0, _request_logger(self.state, name))
         return self.run(self._add_app(name, app, port, tls))
 

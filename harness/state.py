@@ -117,13 +117,25 @@ class HarnessState:
         self._requests: list[RequestRecord] = []
         self._counters: dict[str, Counter[str]] = defaultdict(Counter)
         self._limit = request_log_limit
+        self._version = 0
 
     # -- deliveries ---------------------------------------------------------------------------------------
     def add_delivery(self, delivery: Delivery) -> Delivery:
         with self._cond:
             self._deliveries.append(delivery)
+            self._version += 1
             self._cond.notify_all()
         return delivery
+
+    @property
+    def version(self) -> int:
+        """Changes whenever the deliveries do (a watcher compares it instead of re-reading them)."""
+        with self._cond:
+            return self._version
+
+    def delivery(self, delivery_id: str) -> Delivery | None:
+        with self._cond:
+            return next((d for d in reversed(self._deliveries) if d.id == delivery_id), None)
 
     def deliveries(
         self,
@@ -206,6 +218,7 @@ class HarnessState:
     def reset(self) -> None:
         with self._cond:
             self._deliveries.clear()
+            self._version += 1
             self._requests.clear()
             self._counters.clear()
             self._cond.notify_all()

@@ -23,6 +23,7 @@ from harness.azurite import Azurite
 from harness.client import HarnessClient
 from harness.credentials import CertificateStore, VaultVersion
 from harness.faults import FaultEngine, FaultRule
+from harness.inbox.outbox_side import Values as OutboxValues
 from harness.pki import TestPKI
 from harness.runtime import HarnessRuntime
 from harness.scenario import Scenario
@@ -57,6 +58,7 @@ class Harness:
         self.azurite = azurite
         self.base_scenario = base_scenario
         self._control: HarnessClient | None = None
+        self._inbox_app: Any = None
         self._stopped = False
 
     # -- lifecycle ----------------------------------------------------------------------------------------
@@ -143,6 +145,36 @@ class Harness:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    def start_inbox(self, outbox_values: OutboxValues | None = None) -> str:
+        """Serve the inbox page on its own port (once) and return its URL.
+
+        Its outbox side (status rows, poison queue, requeue) reads ``outbox_values`` (outbox's settings),
+        by default this harness's own settings when it runs Azurite.
+        """
+        from harness.inbox import server
+
+        if self._inbox_app is None:
+            _, self._inbox_app = server.register(self.runtime, base_scenario=self.base_scenario)
+        if outbox_values is None and self.azurite is not None:
+            outbox_values = self.settings_values
+        self.connect_inbox(outbox_values)
+        self.write_files()
+        return self.url("inbox")
+
+    def connect_inbox(self, outbox_values: OutboxValues | None) -> None:
+        """Point the inbox's outbox side at these settings (None: hide it)."""
+        from harness.inbox import server
+        from harness.inbox.outbox_side import OutboxSide
+
+        if self._inbox_app is None:
+            raise RuntimeError("the inbox is not started: call start_inbox() first")
+        server.connect_outbox(self._inbox_app, OutboxSide(outbox_values) if outbox_values is not None else None)
+
+    @property
+    def inbox_url(self) -> str | None:
+        endpoint = self.endpoints.get("inbox")
+        return endpoint.url if endpoint is not None else None
 
     # -- what the fakes are ---------------------------------------------------------------------------
     @property
@@ -235,6 +267,7 @@ class Harness:
         info = {
             "pid": os.getpid(),
             "control": self.url("control"),
+            "inbox": self.inbox_url,
             "caBundle": str(self.ca_bundle),
             "stateDir": str(self.state_dir),
             "scenario": self.scenario.name,
@@ -415,6 +448,7 @@ def up_main(argv: list[str] | None = None) -> int:
         print(f"harness: {exc}", file=sys.stderr)
         return 1
     try:
+        harness.start_inbox()
         harness.write_files(env_file=args.env_file, copy_settings=args.copy_settings)
         _print_table(harness, sys.stdout)
         stop.wait()

@@ -211,6 +211,24 @@ param outboxCertExpiryMarginS string = '604800'
 @description('OUTBOX_SMTP_IDLE_S: idle SMTP sessions are closed after this many seconds.')
 param outboxSmtpIdleS string = '60'
 
+@description('OUTBOX_DELEGATED_CLIENT_ID: client id of the public-client app users sign in to for delegated mailboxes (infra/scripts/register-delegated-app.sh); empty: app-only only.')
+param outboxDelegatedClientId string = ''
+
+@description('OUTBOX_DELEGATED_MAILBOXES: comma list of mailbox[=account] that send as a signed-in user (outbox login); the rest send app-only.')
+param outboxDelegatedMailboxes string = ''
+
+@description('OUTBOX_SIGNIN_CONTAINER: blob container of the delegated sign-ins (encrypted MSAL token caches); only the function and the operator may use it.')
+param outboxSigninContainer string = 'outbox-signins'
+
+@description('OUTBOX_SIGNIN_KEY_NAME: Key Vault secret holding the key the sign-ins are sealed with (created once by infra/scripts/create-signin-key.sh).')
+param outboxSigninKeyName string = 'outbox-signin-key'
+
+@description('OUTBOX_SIGNIN_RECHECK_S: a mailbox whose sign-in is dead re-reads its stored sign-in at most this often, in seconds.')
+param outboxSigninRecheckS string = '60'
+
+@description('OUTBOX_KEEPALIVE_SCHEDULE: NCRONTAB schedule of the timer that refreshes every stored sign-in (daily; Entra drops a refresh token unused for 90 days).')
+param outboxKeepaliveSchedule string = '0 17 3 * * *'
+
 @description('OUTBOX_LEASE_S: how long a status-row claim protects a message being sent, in seconds.')
 param outboxLeaseS string = '300'
 
@@ -286,6 +304,12 @@ var outboxSettings = {
   OUTBOX_CERT_REFRESH_S: outboxCertRefreshS
   OUTBOX_CERT_EXPIRY_MARGIN_S: outboxCertExpiryMarginS
   OUTBOX_SMTP_IDLE_S: outboxSmtpIdleS
+  OUTBOX_DELEGATED_CLIENT_ID: outboxDelegatedClientId
+  OUTBOX_DELEGATED_MAILBOXES: outboxDelegatedMailboxes
+  OUTBOX_SIGNIN_CONTAINER: outboxSigninContainer
+  OUTBOX_SIGNIN_KEY_NAME: outboxSigninKeyName
+  OUTBOX_SIGNIN_RECHECK_S: outboxSigninRecheckS
+  OUTBOX_KEEPALIVE_SCHEDULE: outboxKeepaliveSchedule
   OUTBOX_LEASE_S: outboxLeaseS
   OUTBOX_LARGE_ATTACHMENT_BYTES: outboxLargeAttachmentBytes
   OUTBOX_UPLOAD_CHUNK_BYTES: outboxUploadChunkBytes
@@ -339,6 +363,7 @@ module storage './app/storage.bicep' = {
     poisonQueueName: poisonQueueName
     statusTableName: outboxStatusTable
     attachmentsContainerName: outboxAttachmentsContainer
+    signinContainerName: outboxSigninContainer
     deploymentContainerName: deploymentContainerName
     hostContainerNames: hostContainerNames
     attachmentRetentionDays: attachmentRetentionDays
@@ -387,6 +412,7 @@ module rbac './app/rbac.bicep' = {
     poisonQueueName: poisonQueueName
     statusTableName: outboxStatusTable
     attachmentsContainerName: outboxAttachmentsContainer
+    signinContainerName: outboxSigninContainer
     deploymentContainerName: deploymentContainerName
     hostContainerNames: hostContainerNames
     keyVaultName: keyVault.outputs.name

@@ -261,25 +261,7 @@ class CertificateProvider:
                     code="outbox.certificate_not_configured",
                     hint="set OUTBOX_KEYVAULT_URL and OUTBOX_CERT_NAME",
                 )
-            from azure.keyvault.secrets import SecretClient
-
-            transport: dict[str, Any] = {
-                # azure-core waits 300 s by default; a vault that does not answer must fail like any
-                # other service, and one quick retry covers a blip: the pipeline re-queues the rest.
-                "connection_timeout": min(10.0, settings.http_timeout_s),
-                "read_timeout": settings.http_timeout_s,
-                "retry_total": 1,
-                "retry_backoff_factor": 0.2,
-            }
-            if settings.ca_bundle:
-                transport["connection_verify"] = settings.ca_bundle
-            if self._credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                # On Functions, AZURE_CLIENT_ID selects the user-assigned identity; nothing here
-                # turns the SDK's challenge-resource domain check off.
-                self._credential = DefaultAzureCredential(**transport)
-            self._client = SecretClient(settings.keyvault_url, self._credential, **transport)
+            self._client, self._credential = vault_client(settings, self._credential)
         return self._client
 
     def _read(self) -> CertificateMaterial:
@@ -289,7 +271,7 @@ class CertificateProvider:
         try:
             secret = client.get_secret(name)
         except Exception as exc:
-            raise _classify_vault_failure(exc, self._settings) from exc
+            raise classify_vault_failure(exc, self._settings) from exc
         value = secret.value or ""
         props = getattr(secret, "properties", None)
         content_type = getattr(props, "content_type", None)
@@ -308,7 +290,30 @@ class CertificateProvider:
             ) from exc
 
 
-def _classify_vault_failure(exc: Exception, settings: Settings) -> OutboxError:
+def vault_client(settings: Settings, credential: Any = None) -> tuple[Any, Any]:
+    """A SecretClient for OUTBOX_KEYVAULT_URL and the credential it uses (DefaultAzureCredential unless
+    given: on Functions AZURE_CLIENT_ID selects the user-assigned identity; the CLI uses the operator's)."""
+    from azure.keyvault.secrets import SecretClient
+
+    transport: dict[str, Any] = {
+        # azure-core waits 300 s by default; a vault that does not answer must fail like any
+        # other service, and one quick retry covers a blip: the pipeline re-queues the rest.
+        "connection_timeout": min(10.0, settings.http_timeout_s),
+        "read_timeout": settings.http_timeout_s,
+        "retry_total": 1,
+        "retry_backoff_factor": 0.2,
+    }
+    if settings.ca_bundle:
+        transport["connection_verify"] = settings.ca_bundle
+    if credential is None:
+        from azure.identity import DefaultAzureCredential
+
+        # Nothing here turns the SDK's challenge-resource domain check off.
+        credential = DefaultAzureCredential(**transport)
+    return SecretClient(settings.keyvault_url or "", credential, **transport), credential
+
+
+def classify_vault_failure(exc: Exception, settings: Settings) -> OutboxError:
     from azure.core.exceptions import HttpResponseError
 
     from shared import classify

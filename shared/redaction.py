@@ -44,7 +44,7 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     (
         re.compile(
             r"(?i)(\"(?:value|access_token|refresh_token|id_token|client_secret|client_assertion|"
-            r"password|assertion)\"\s*:\s*)\"(?:[^\"\\]|\\.)*\""
+            r"password|assertion|secret|device_code|cache)\"\s*:\s*)\"(?:[^\"\\]|\\.)*\""
         ),
         r'\1"' + _REDACTED + '"',
     ),
@@ -62,7 +62,7 @@ _PATTERNS: Final[tuple[tuple[re.Pattern[str], str], ...]] = (
     # name=value / name: value secrets in connection strings, SAS URLs, form bodies and headers.
     (
         re.compile(
-            r"(?i)\b(client_assertion|client_secret|assertion|access_token|refresh_token|id_token|"
+            r"(?i)\b(client_assertion|client_secret|assertion|access_token|refresh_token|id_token|device_code|"
             r"password|passwd|pwd|secret|sig|signature|api[_-]?key|x-functions-key|"
             r"SharedAccessSignature|AccountKey|SharedAccessKey)"
             r"(\"?\s*[=:]\s*\"?)"

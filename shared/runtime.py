@@ -74,7 +74,7 @@ def build_runtime(settings: Settings, *, sending: bool = True, storage: StorageO
         from shared.senders import Senders
 
         try:
-            senders = Senders.from_settings(settings)
+            senders = Senders.from_settings(settings, signins=stores.signins)
         except BaseException:
             stores.close()
             raise

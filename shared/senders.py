@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from shared.certificates import CertificateProvider
+from shared.credentials import Credentials
 from shared.pacing import Pacing
 from shared.tokens import TokenProvider
 
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     import httpx
 
     from shared.settings import Settings
+    from shared.signins.store import SigninStore
+    from shared.signins.tokens import DelegatedTokens
     from shared.transports.base import Transport
 
 TRANSPORTS = ("graph", "smtp")
@@ -34,10 +37,13 @@ class Senders:
         tokens: TokenProvider,
         pacing: Pacing,
         http_client: httpx.Client,
+        delegated: DelegatedTokens | None = None,
     ) -> None:
         self.settings = settings
         self.certificates = certificates
         self.tokens = tokens
+        self.delegated = delegated
+        self.credentials = Credentials(settings, tokens, delegated)
         self.pacing = pacing
         self.http_client = http_client
         self._transports: dict[str, Transport] = {}
@@ -45,19 +51,34 @@ class Senders:
         self._closed = False
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, credential: Any = None, pacing: Pacing | None = None) -> Senders:
-        """``credential`` defaults to DefaultAzureCredential (the managed identity on Functions)."""
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        credential: Any = None,
+        pacing: Pacing | None = None,
+        signins: SigninStore | None = None,
+    ) -> Senders:
+        """``credential`` defaults to DefaultAzureCredential (the managed identity on Functions).
+        ``signins``: the sign-in store, needed when OUTBOX_DELEGATED_MAILBOXES names any mailbox."""
         from shared.http import build_client
 
         http_client = build_client(settings)
         certificates = CertificateProvider(settings, credential)
         tokens = TokenProvider(settings, certificates, http_client=http_client)
+        delegated = None
+        if signins is not None and settings.delegated_mailboxes:
+            from shared.signins.key import SigninKey
+            from shared.signins.tokens import DelegatedTokens
+
+            delegated = DelegatedTokens(settings, signins, SigninKey(settings, credential), http_client)
         return cls(
             settings,
             certificates=certificates,
             tokens=tokens,
             pacing=pacing or Pacing.from_settings(settings),
             http_client=http_client,
+            delegated=delegated,
         )
 
     def transport(self, name: str) -> Transport:
@@ -78,10 +99,10 @@ class Senders:
         if name == "graph":
             from shared.transports.graph import GraphTransport
 
-            return GraphTransport(self.settings, self.tokens, self.pacing, self.http_client)
+            return GraphTransport(self.settings, self.credentials, self.pacing, self.http_client)
         from shared.transports.smtp import SmtpTransport
 
-        return SmtpTransport(self.settings, self.tokens, self.pacing)
+        return SmtpTransport(self.settings, self.credentials, self.pacing)
 
     def close(self) -> None:
         with self._lock:
@@ -91,6 +112,8 @@ class Senders:
         for transport in transports:
             transport.close()
         self.tokens.close()
+        if self.delegated is not None:
+            self.delegated.close()
         self.certificates.close()
         self.http_client.close()
 

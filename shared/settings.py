@@ -113,6 +113,7 @@ class Cloud:
     graph_scope: str
     smtp_scope: str
     keyvault_scope: str
+    outlook_resource: str = "https://outlook.office.com"  # a user's SMTP.Send scope lives here
 
 
 # Scopes are resource identifiers: an endpoint override never changes them.
@@ -125,17 +126,17 @@ CLOUDS: dict[str, Cloud] = {
     "usgov": Cloud(
         "https://login.microsoftonline.us", "https://graph.microsoft.us", "smtp.office365.us",
         "https://graph.microsoft.us/.default", "https://outlook.office365.us/.default",
-        "https://vault.usgovcloudapi.net/.default",
+        "https://vault.usgovcloudapi.net/.default", "https://outlook.office365.us",
     ),
     "usgovdod": Cloud(
         "https://login.microsoftonline.us", "https://dod-graph.microsoft.us", "smtp.office365.us",
         "https://dod-graph.microsoft.us/.default", "https://outlook-dod.office365.us/.default",
-        "https://vault.usgovcloudapi.net/.default",
+        "https://vault.usgovcloudapi.net/.default", "https://outlook-dod.office365.us",
     ),
     "china": Cloud(
         "https://login.chinacloudapi.cn", "https://microsoftgraph.chinacloudapi.cn", "smtp.partner.outlook.cn",
         "https://microsoftgraph.chinacloudapi.cn/.default", "https://partner.outlook.cn/.default",
-        "https://vault.azure.cn/.default",
+        "https://vault.azure.cn/.default", "https://partner.outlook.cn",
     ),
 }
 
@@ -304,6 +305,30 @@ class Settings:
         "OUTBOX_STORAGE_TIMEOUT_S", "10",
         "Connect and read timeout of each storage request, in seconds (bounds a stalled emulator or account).",
         number(0.001))
+    # Delegated sending (docs/delegated.md): mailboxes a user signed in for, instead of the app's own roles.
+    delegated_client_id: str | None = setting(
+        "OUTBOX_DELEGATED_CLIENT_ID", "",
+        "Client id of the public-client app registration users sign in to (no secret; not OUTBOX_CLIENT_ID).",
+        optional)
+    delegated_mailboxes: tuple[tuple[str, str], ...] = setting(
+        "OUTBOX_DELEGATED_MAILBOXES", "",
+        "Comma list of mailbox[=account]: these send as a signed-in user (`outbox login`), the rest app-only; "
+        "account is the user who signs in for a shared mailbox.",
+        lambda r, name: _delegated_mailboxes(r.text(name), r.problems))
+    signin_container: str = setting(
+        "OUTBOX_SIGNIN_CONTAINER", "outbox-signins",
+        "Blob container holding each delegated mailbox's sign-in (its MSAL token cache, encrypted).")
+    signin_key_name: str = setting(
+        "OUTBOX_SIGNIN_KEY_NAME", "outbox-signin-key",
+        "Key Vault secret (in OUTBOX_KEYVAULT_URL) holding the 256-bit key that encrypts the sign-ins.")
+    signin_recheck_s: float = setting(
+        "OUTBOX_SIGNIN_RECHECK_S", "60",
+        "A mailbox whose sign-in is dead re-reads its stored sign-in at most this often, in seconds "
+        "(Entra is not called until someone signs in again).", number())
+    keepalive_schedule: str = setting(
+        "OUTBOX_KEEPALIVE_SCHEDULE", "0 17 3 * * *",
+        "NCRONTAB schedule of the keep-alive timer that refreshes every stored sign-in (daily by default; "
+        "Entra drops a refresh token unused for 90 days).")
     # CLI only.
     api_url: str | None = setting("OUTBOX_API_URL", "", "Base URL of the HTTP function, for `outbox send`.",
                                   optional, scope="cli")
@@ -315,9 +340,15 @@ class Settings:
     graph_scope: str = ""
     smtp_scope: str = ""
     keyvault_scope: str = ""
+    outlook_resource: str = ""
     raw: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     _ssl: dict[str, ssl.SSLContext] = field(default_factory=dict, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def delegated_account(self, mailbox: str) -> str | None:
+        """The user signed in for ``mailbox`` when it sends delegated; None: app-only."""
+        wanted = mailbox.lower()
+        return next((account for box, account in self.delegated_mailboxes if box == wanted), None)
 
     @property
     def poison_queue(self) -> str:
@@ -514,6 +545,27 @@ def _attachment_containers(main: str, extra: str, problems: dict[str, str]) -> t
     return tuple(dict.fromkeys(names))
 
 
+def _delegated_mailboxes(text: str, problems: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """``mailbox[=account]`` pairs, lower-cased; the account defaults to the mailbox itself."""
+    from shared.addresses import AddressError, normalize_addr_spec
+
+    pairs: dict[str, str] = {}
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        mailbox, _, account = (x.strip().lower() for x in item.partition("="))
+        account = account or mailbox
+        try:
+            mailbox, account = normalize_addr_spec(mailbox), normalize_addr_spec(account)
+        except AddressError as exc:
+            problems["OUTBOX_DELEGATED_MAILBOXES"] = f"{item!r}: the address {exc} (expected mailbox[=account])"
+            continue
+        if mailbox in pairs and pairs[mailbox] != account:
+            problems["OUTBOX_DELEGATED_MAILBOXES"] = f"{mailbox} is listed twice with different accounts"
+        pairs[mailbox] = account
+    return tuple(pairs.items())
+
+
 def load_settings(
     environ: Mapping[str, str] | None = None,
     settings_file: str | Path | None = None,
@@ -536,9 +588,15 @@ def load_settings(
     storage = _storage(values, problems)
     if not require_storage:
         problems.pop("AzureWebJobsStorage", None)
+    signins = parsed["signin_container"]
+    if not _CONTAINER_NAME.match(signins):
+        problems["OUTBOX_SIGNIN_CONTAINER"] = f"{signins!r} is not a blob container name"
+    elif signins in parsed["attachment_containers"] or signins.startswith(HOST_CONTAINER_PREFIXES):
+        problems["OUTBOX_SIGNIN_CONTAINER"] = (f"{signins!r} is a container producers may name or the host's: "
+                                               "the sign-ins need a container of their own")
     cloud = _cloud(r)
     settings = Settings(**parsed, storage=storage, graph_scope=cloud.graph_scope, smtp_scope=cloud.smtp_scope,
-                        keyvault_scope=cloud.keyvault_scope, raw=values)
+                        keyvault_scope=cloud.keyvault_scope, outlook_resource=cloud.outlook_resource, raw=values)
     if problems:
         raise SettingsError(problems)
     return settings

@@ -149,7 +149,7 @@ class TokenProvider:
             except OutboxError:
                 raise
             except Exception as exc:
-                raise _classify_exception(exc) from exc
+                raise classify_msal_exception(exc) from exc
             if "access_token" in result:
                 expires_in = float(result.get("expires_in") or 0)
                 return AccessToken(result["access_token"], self._clock() + expires_in, scope)
@@ -216,9 +216,9 @@ class TokenProvider:
             raise
         except ValueError as exc:
             answer = adapter.last_error()
-            raise _classify_exception(answer or exc) from exc
+            raise classify_msal_exception(answer or exc) from exc
         except Exception as exc:
-            raise _classify_exception(exc) from exc
+            raise classify_msal_exception(exc) from exc
 
     def _drop_from_msal(self, scope: str, token: str) -> None:
         cache = self._cache
@@ -239,7 +239,8 @@ def _classify_result(result: Mapping[str, Any], *, status: int | None = None) ->
     return classify.classify_entra_error(result, status=status)
 
 
-def _classify_exception(exc: Exception) -> OutboxError:
+def classify_msal_exception(exc: Exception) -> OutboxError:
+    """An exception out of MSAL (an HTTP error, a transport failure, a bad discovery) as an OutboxError."""
     from shared import classify
 
     if isinstance(exc, HttpStatusError):

@@ -8,6 +8,7 @@ param queueName string
 param poisonQueueName string
 param statusTableName string
 param attachmentsContainerName string
+param signinContainerName string
 param deploymentContainerName string
 
 @description('Containers the Functions host keeps its locks and keys in.')
@@ -38,6 +39,7 @@ var roles = {
   storageTableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultCertificateUser: 'db79e9a7-68ee-4b58-9aeb-b90e7c24fcba'
   keyVaultCertificatesOfficer: 'a4417e6f-fecd-4de8-b567-7b0420556985'
+  keyVaultSecretsUser: '4633458b-17de-408a-b874-0445c86b69e6'
   monitoringMetricsPublisher: '3913510d-42f4-4e42-8a64-420c390055eb'
 }
 
@@ -58,6 +60,11 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource attachmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = {
   parent: blobService
   name: attachmentsContainerName
+}
+
+resource signinContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = {
+  parent: blobService
+  name: signinContainerName
 }
 
 resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = [for containerName in hostContainerNames: {
@@ -149,6 +156,18 @@ resource functionAttachments 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// Delegated sign-ins: read a mailbox's sealed token cache, write it back after a refresh (ETag-guarded).
+// The key that opens them is a Key Vault secret, read with the Certificate User role below.
+resource functionSignins 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(signinContainer.id, functionPrincipalId, roles.storageBlobDataContributor)
+  scope: signinContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 // Flex Consumption writes and reads the deployment package with this identity.
 resource functionDeploymentContainer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(deploymentContainer.id, functionPrincipalId, roles.storageBlobDataContributor)
@@ -229,6 +248,29 @@ resource operatorVault 'Microsoft.Authorization/roleAssignments@2022-04-01' = if
   scope: vault
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultCertificatesOfficer)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+// `outbox login | accounts | logout` write and list the sign-ins, and `login` reads the sealing key to seal
+// what it stores (Secrets User: read only; the key itself is created once by someone holding Secrets Officer,
+// which no template grants: see create-signin-key.sh).
+resource operatorSignins 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(signinContainer.id, operatorPrincipalId, roles.storageBlobDataContributor)
+  scope: signinContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: operatorPrincipalId
+    principalType: operatorPrincipalType
+  }
+}
+
+resource operatorVaultSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(vault.id, operatorPrincipalId, roles.keyVaultSecretsUser)
+  scope: vault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.keyVaultSecretsUser)
     principalId: operatorPrincipalId
     principalType: operatorPrincipalType
   }

@@ -12,6 +12,9 @@ param queueName string
 param poisonQueueName string
 param statusTableName string
 param attachmentsContainerName string
+
+@description('Container of the delegated sign-ins (sealed token caches): no producer is granted it.')
+param signinContainerName string
 param deploymentContainerName string
 
 @description('Days after which attachment blobs are deleted; 0 keeps them.')
@@ -98,6 +101,14 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 resource attachmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' = {
   parent: blobService
   name: attachmentsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource signinContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' = {
+  parent: blobService
+  name: signinContainerName
   properties: {
     publicAccess: 'None'
   }

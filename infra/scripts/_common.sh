@@ -108,3 +108,11 @@ app_has_cert() {
   done < <(az ad app credential list --id "$app_id" --cert --query "[].customKeyIdentifier" -o tsv)
   return 1
 }
+
+# The id of a delegated permission (an oauth2PermissionScope) of an API, by its value (e.g. Mail.Send).
+delegated_scope_id() {
+  local api_app_id="$1" value="$2" scope_id
+  scope_id="$(az ad sp show --id "$api_app_id" --query "oauth2PermissionScopes[?value=='${value}'].id | [0]" -o tsv)"
+  [[ -n "$scope_id" ]] || die "no delegated permission '${value}' on API ${api_app_id}"
+  printf '%s' "$scope_id"
+}

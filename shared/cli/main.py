@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from shared.cli import doctor, enqueue, poison, send, status, tokeninfo
+from shared.cli import accounts, doctor, enqueue, poison, send, status, tokeninfo
 from shared.cli.context import Context
 from shared.cli.output import EXIT_CODES_HELP, CliError, Exit, Output
 from shared.errors import OutboxError
@@ -34,6 +34,8 @@ examples:
   outbox enqueue messages.jsonl
   outbox poison list
   outbox status invoice-2026-0042 --json
+  outbox login --mailbox sender@contoso.example      # delegated: send as a signed-in user
+  outbox accounts
 
 {EXIT_CODES_HELP}
 
@@ -76,6 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.register(sub, common)
     status.register(sub, common)
     poison.register(sub, common)
+    accounts.register(sub, common)
     return parser
 
 

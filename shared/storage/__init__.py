@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from shared.settings import Settings
+    from shared.signins.store import SigninStore
     from shared.storage.blobs import AzureBlobSource
     from shared.storage.queues import QueueStore
     from shared.storage.status import StatusStore
@@ -64,6 +65,7 @@ class Stores:
     status: StatusStore
     queues: QueueStore
     blobs: AzureBlobSource
+    signins: SigninStore  # delegated mailboxes' sign-ins (shared.signins)
 
     def close(self) -> None:
         """Close every client; one that fails to close does not keep the others open."""
@@ -82,6 +84,7 @@ class Stores:
 
 def build_stores(settings: Settings, options: StorageOptions | None = None) -> Stores:
     """The stores for ``settings`` (default options: :meth:`StorageOptions.function`)."""
+    from shared.signins.store import SigninStore
     from shared.storage.blobs import AzureBlobSource
     from shared.storage.queues import QueueStore
     from shared.storage.status import StatusStore
@@ -97,4 +100,4 @@ def build_stores(settings: Settings, options: StorageOptions | None = None) -> S
         container=settings.attachments_container,
     )
     blobs = AzureBlobSource(blob_service, containers=settings.attachment_containers)
-    return Stores(status, queues, blobs)
+    return Stores(status, queues, blobs, SigninStore(blob_service, settings.signin_container))

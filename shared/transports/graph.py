@@ -5,7 +5,8 @@ Large messages (an attachment of ``OUTBOX_LARGE_ATTACHMENT_BYTES`` or more, or a
 pass Graph's 4 MB limit): a draft (``POST /users/{from}/messages``), one upload session per large
 attachment (byte ranges of ``OUTBOX_UPLOAD_CHUNK_BYTES`` streamed from the blob, never the whole
 file in memory; no Authorization header on the pre-authorised upload URL), then
-``POST /users/{from}/messages/{id}/send``.
+``POST /users/{from}/messages/{id}/send``. A delegated mailbox (``shared.credentials``) uses ``/me`` for
+the signed-in user's own mailbox and its user's token; the paths are otherwise the same.
 
 Never retried here: 429, 5xx, timeouts. The pipeline re-queues with Retry-After or backoff, and a
 429 pauses the mailbox in :mod:`shared.pacing` so the next messages for it wait instead of adding
@@ -31,11 +32,11 @@ from shared.errors import OutboxError
 from shared.transports.base import BlobSource, SendResult, load_blobs, pause_mailbox, require_blobs
 
 if TYPE_CHECKING:
+    from shared.credentials import Credentials
     from shared.message import Attachment, Message
     from shared.pacing import Pacing
     from shared.render_graph import GraphSendPlan
     from shared.settings import Settings
-    from shared.tokens import TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,15 @@ class GraphTransport:
     def __init__(
         self,
         settings: Settings,
-        tokens: TokenProvider,
+        credentials: Credentials,
         pacing: Pacing,
         client: httpx.Client,
     ) -> None:
         self._settings = settings
-        self._tokens = tokens
+        self._credentials = credentials
         self._pacing = pacing
         self._client = client
-        self._base = f"{settings.graph_url.rstrip('/')}/v1.0/users"
-        self._scope = settings.graph_scope
+        self._base = f"{settings.graph_url.rstrip('/')}/v1.0"
 
     # -- Transport API --------------------------------------------------------------------------
 
@@ -301,7 +301,7 @@ class GraphTransport:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _user_url(self, mailbox: str) -> str:
-        return f"{self._base}/{quote(mailbox, safe='@')}"
+        return f"{self._base}/{self._credentials.for_mailbox(mailbox).graph_path}"
 
     def _request(
         self,
@@ -325,8 +325,9 @@ class GraphTransport:
             client_request_id = str(uuid.uuid4())
             request_headers = {"client-request-id": client_request_id, "return-client-request-id": "true"}
             token = None
+            credential = self._credentials.for_mailbox(mailbox)
             if authorize:
-                token = self._tokens.token(self._scope).token
+                token = credential.token("graph").token
                 request_headers["Authorization"] = f"Bearer {token}"
             if content is not None and "Content-Type" not in (headers or {}):
                 request_headers["Content-Type"] = "application/json"
@@ -350,7 +351,7 @@ class GraphTransport:
                 err = err.replace(maybe_delivered=False)
             if attempt == 1 and token is not None and response.status_code == 401 and err.refresh_credentials:
                 log.info("Graph refused the token (%s); retrying once with a fresh one", err.code)
-                self._tokens.invalidate(self._scope, token)
+                credential.invalidate("graph", token)
                 continue
             if response.status_code == 429 or err.category == "throttled":
                 pause_mailbox(self._pacing.graph, mailbox, err, self._settings)

@@ -4,7 +4,8 @@ smtplib, synchronous: the cheapest client measured here (reference/performance-a
 CPU per message on a reused session, against 4.1 ms for a new connection + STARTTLS + AUTH each time).
 
 * STARTTLS always: a server that does not offer it is refused before any credential is sent.
-* One authenticated session serves one mailbox (``user=`` in XOAUTH2 is the sending mailbox); at most
+* One authenticated session serves one mailbox (``user=`` in XOAUTH2 is the sending mailbox, or for a
+  delegated mailbox the user who signed in for it, see ``shared.credentials``); at most
   ``OUTBOX_SMTP_CONNECTIONS`` (Exchange allows 3) per mailbox per process, in a bounded pool;
   sessions idle for ``OUTBOX_SMTP_IDLE_S`` are closed.
 * A pooled session the server has dropped (421, disconnect) is replaced once, but only while the
@@ -38,10 +39,10 @@ from shared.transports import xoauth2
 from shared.transports.base import BlobSource, SendResult, load_blobs, pause_mailbox
 
 if TYPE_CHECKING:
+    from shared.credentials import Credentials
     from shared.message import Message
     from shared.pacing import Pacing
     from shared.settings import Settings
-    from shared.tokens import TokenProvider
 
 log = logging.getLogger(__name__)
 
@@ -82,18 +83,17 @@ class SmtpTransport:
     def __init__(
         self,
         settings: Settings,
-        tokens: TokenProvider,
+        credentials: Credentials,
         pacing: Pacing,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._settings = settings
-        self._tokens = tokens
+        self._credentials = credentials
         self._pacing = pacing
         self._clock = clock
         self._wall = wall_clock
-        self._scope = settings.smtp_scope
         self._context: ssl.SSLContext = settings.ssl_context()
         self._local_hostname = socket.gethostname() or "localhost"  # getfqdn() can block on DNS
         self._pools: dict[str, _Pool] = {}
@@ -307,15 +307,18 @@ class SmtpTransport:
     def _open(self, mailbox: str) -> _Session:
         """Connect, EHLO, STARTTLS (required), EHLO, AUTH XOAUTH2; one fresh-token retry after 535."""
         for attempt in (1, 2):
-            access = self._tokens.token(self._scope)
+            credential = self._credentials.for_mailbox(mailbox)
+            access = credential.token("smtp")
             smtp = self._connect()
             try:
-                self._authenticate(smtp, mailbox, access.token)
+                # user= is the mailbox for app-only, the signed-in user for delegated (MAIL FROM stays
+                # the sending mailbox: a shared one needs the user's Send As grant).
+                self._authenticate(smtp, credential.smtp_user, access.token)
             except OutboxError as err:
                 _close_quietly(smtp)
                 if attempt == 1 and err.refresh_credentials:
                     log.info("SMTP AUTH refused for %s (%s); retrying once with a fresh token", mailbox, err.code)
-                    self._tokens.invalidate(self._scope, access.token)
+                    credential.invalidate("smtp", access.token)
                     continue
                 raise
             except BaseException:

@@ -77,3 +77,10 @@ def test_run_finds_every_benchmark_and_their_quick_flags() -> None:
     names = run.discover()
     assert {"bench_goodput", "bench_coldstart"} <= set(names)
     assert run.accepts_quick("bench_goodput") and run.accepts_quick("bench_coldstart")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_inbox_measures_the_paged_reads() -> None:
+    out = _bench("benchmarks.bench_inbox", "--quick")
+    assert re.search(r"SUMMARY inbox: page [\d.]+ ms, search [\d.]+ ms over 1000 deliveries", out), out

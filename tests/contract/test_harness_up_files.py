@@ -37,6 +37,7 @@ class Up:
     env_file: Path
     cwd: Path
     root_settings_before: float | None
+    table: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -52,12 +53,14 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
                                cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         assert process.stdout is not None
+        table: list[str] = []
         for line in process.stdout:  # the endpoint table is printed once everything is up
             if line.startswith("Ctrl-C"):
                 break
+            table.append(line.rstrip("\n"))
         else:
             raise AssertionError("harness up exited before it was ready")
-        yield Up(state, env_file, cwd, before)
+        yield Up(state, env_file, cwd, before, table)
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -129,3 +132,25 @@ def test_a_root_copy_never_replaces_a_file_the_harness_did_not_write(up: Up, tmp
     with pytest.raises(SettingsConflict):
         copy_settings_to(target, written)
     assert target.read_text() == foreign
+
+
+def test_the_inbox_page_is_served_and_named_in_the_table_and_harness_json(up: Up) -> None:
+    import ssl
+
+    import httpx
+
+    info = json.loads((up.state / "harness.json").read_text(encoding="utf-8"))
+    url = info["inbox"]
+    assert url.startswith("https://127.0.0.1:") and info["endpoints"]["inbox"] == url
+    assert any(line.split() == ["inbox", url] for line in up.table), up.table
+    verify = ssl.create_default_context(cafile=info["caBundle"])
+    with httpx.Client(verify=verify, timeout=30) as client:
+        page = client.get(url)
+        assert page.status_code == 200 and "outbox harness inbox" in page.text
+        assert "script-src 'self'" in page.headers["content-security-policy"]
+        overview = client.get(f"{url}/overview").json()
+        # Under `harness up` the page reads the harness's own storage: outbox's side is on.
+        assert overview["outbox"]["queue"] == json_values(up)["OUTBOX_QUEUE"]
+        poison = client.get(f"{url}/outbox/poison")
+        assert poison.status_code == 200, poison.text
+        assert poison.json()["count"] == 0

@@ -63,11 +63,11 @@ def test_the_example_settings_name_a_root_script_the_worker_accepts() -> None:
     assert (ROOT / name).is_file()
 
 
-def test_worker_indexes_all_three_functions_through_main_py() -> None:
+def test_worker_indexes_all_four_functions_through_main_py() -> None:
     result = index_like_the_worker(ROOT, EXAMPLE["PYTHON_SCRIPT_FILE_NAME"])
     assert "error" not in result
     names = {f["name"] for f in result["functions"]}
-    assert names == {"outbox_queue", "send", "message_status"}
+    assert names == {"outbox_queue", "send", "message_status", "signin_keepalive"}
 
 
 def test_without_the_setting_nothing_would_be_indexed() -> None:
@@ -86,6 +86,17 @@ def test_bindings_the_host_sees() -> None:
     status_in = next(b for b in fns["message_status"]["bindings"] if b["type"] == "httpTrigger")
     assert status_in["methods"] == ["GET"] and status_in["route"] == "messages/{id}"
     assert status_in["authLevel"] == "FUNCTION"
+    [timer] = fns["signin_keepalive"]["bindings"]
+    assert timer["type"] == "timerTrigger" and timer["schedule"] == "%OUTBOX_KEEPALIVE_SCHEDULE%"
+    assert timer["runOnStartup"] is False
+
+
+def test_the_keepalive_schedule_the_timer_binds_is_a_valid_ncrontab() -> None:
+    from harness import ncrontab
+    from shared.settings import SETTINGS
+
+    schedule = ncrontab.parse(SETTINGS["OUTBOX_KEEPALIVE_SCHEDULE"].default or "")
+    assert schedule.hours == {3} and len(schedule.days) == 31  # daily: far inside Entra's 90 days
 
 
 def test_the_queue_setting_the_trigger_binds_is_set_by_the_templates() -> None:

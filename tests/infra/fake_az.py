@@ -34,6 +34,13 @@ RESOURCE_SPS = [
             {"value": "Mail.ReadBasic", "id": "693c5e45-0940-467d-9b8a-1022fb9d42ef", "allowedMemberTypes": ["Application"]},
             {"value": "Mail.ReadWrite", "id": "e2a3a72e-5f79-4c64-b1b1-878b674786c9", "allowedMemberTypes": ["Application"]},
         ],
+        "oauth2PermissionScopes": [
+            {"value": "Mail.Send", "id": "e383f46e-2787-4529-855e-0e479a3ffac0"},
+            {"value": "Mail.Send.Shared", "id": "a367ab51-6b49-43bf-a716-a1fb06d2a174"},
+            {"value": "Mail.ReadBasic", "id": "a4b8392a-d8d1-4954-a029-8e668a39a170"},
+            {"value": "User.Read", "id": "e1fe6dd8-ba31-4d61-89e7-88639da4683d"},
+            {"value": "offline_access", "id": "7427e0e9-2fba-42fe-b0c0-848c9e6a8182"},
+        ],
     },
     {
         "appId": EXCHANGE_APP_ID,
@@ -43,6 +50,7 @@ RESOURCE_SPS = [
             {"value": "SMTP.SendAsApp", "id": "7146-user-decoy", "allowedMemberTypes": ["User"]},
             {"value": "SMTP.SendAsApp", "id": "2ad0a3c9-8b1d-4c6a-9f1f-000000000001", "allowedMemberTypes": ["Application"]},
         ],
+        "oauth2PermissionScopes": [{"value": "SMTP.Send", "id": "258f6531-6087-4cc4-bb90-092c5fb3ed3f"}],
     },
 ]
 
@@ -58,7 +66,12 @@ KNOWN_OPTIONS: dict[tuple[str, ...], set[str]] = {
     ("account", "show"): {"--query"},
     ("cloud", "show"): {"--query"},
     ("ad", "app", "list"): {"--display-name", "--query"},
-    ("ad", "app", "create"): {"--display-name", "--sign-in-audience", "--query"},
+    ("ad", "app", "create"): {"--display-name", "--sign-in-audience", "--query", "--is-fallback-public-client",
+                              "--public-client-redirect-uris"},
+    ("ad", "app", "show"): {"--id", "--query"},
+    ("ad", "app", "update"): {"--id", "--is-fallback-public-client", "--public-client-redirect-uris"},
+    ("keyvault", "secret", "show"): {"--vault-name", "--name", "--query"},
+    ("keyvault", "secret", "set"): {"--vault-name", "--name", "--file"},
     ("ad", "sp", "show"): {"--id", "--query"},
     ("ad", "sp", "create"): {"--id", "--query"},
     ("keyvault", "certificate", "show"): {"--vault-name", "--name", "--query"},
@@ -165,10 +178,35 @@ def run(state: dict[str, Any], command: tuple[str, ...], o: dict[str, Any]) -> A
     if command == ("ad", "app", "create"):
         assert o["--sign-in-audience"] == "AzureADMyOrg", "outbox's sender app is single-tenant"
         app = {"appId": str(uuid.uuid4()), "id": str(uuid.uuid4()), "displayName": o["--display-name"],
-               "signInAudience": o["--sign-in-audience"], "keyCredentials": [], "requiredResourceAccess": []}
+               "signInAudience": o["--sign-in-audience"], "keyCredentials": [], "requiredResourceAccess": [],
+               "isFallbackPublicClient": o.get("--is-fallback-public-client") == "true",
+               "publicClient": {"redirectUris": [o["--public-client-redirect-uris"]]
+                                if o.get("--public-client-redirect-uris") else []}}
         state["apps"].append(app)
         _change(state, "app.create", appId=app["appId"])
         return app
+
+    if command == ("ad", "app", "show"):
+        return _app(state, o["--id"])
+    if command == ("ad", "app", "update"):
+        app = _app(state, o["--id"])
+        if "--is-fallback-public-client" in o:
+            app["isFallbackPublicClient"] = o["--is-fallback-public-client"] == "true"
+        if "--public-client-redirect-uris" in o:
+            app["publicClient"] = {"redirectUris": str(o["--public-client-redirect-uris"]).split()}
+        _change(state, "app.update", appId=app["appId"])
+        return None
+
+    if command == ("keyvault", "secret", "show"):
+        secret = _vault(state, o["--vault-name"]).setdefault("secrets", {}).get(o["--name"])
+        if secret is None:
+            raise CliError(f"(SecretNotFound) A secret with (name/id) {o['--name']} was not found in this key vault.")
+        return {"id": f"https://{o['--vault-name']}.vault.azure.net/secrets/{o['--name']}/1", "value": secret}
+    if command == ("keyvault", "secret", "set"):
+        value = Path(o["--file"]).read_text()
+        _vault(state, o["--vault-name"]).setdefault("secrets", {})[o["--name"]] = value
+        _change(state, "secret.set", name=o["--name"])
+        return None
 
     if command == ("ad", "sp", "show"):
         sp = _sp(state, o["--id"])
@@ -228,7 +266,9 @@ def run(state: dict[str, Any], command: tuple[str, ...], o: dict[str, Any]) -> A
     if command == ("ad", "app", "permission", "add"):
         app = _app(state, o["--id"])
         role_id, _, kind = o["--api-permissions"].partition("=")
-        assert kind == "Role", "outbox asks for application permissions only"
+        assert kind in ("Role", "Scope"), o["--api-permissions"]
+        if kind == "Scope":  # a delegated permission goes on the public client only
+            assert app["isFallbackPublicClient"], "delegated permissions on an app that is not a public client"
         entry = next((r for r in app["requiredResourceAccess"] if r["resourceAppId"] == o["--api"]), None)
         if entry is None:
             entry = {"resourceAppId": o["--api"], "resourceAccess": []}

@@ -20,6 +20,7 @@ ROLE_IDS = {
     "Storage Table Data Reader": "76199698-9eea-4c19-bc75-cec21354c6b6",
     "Key Vault Certificate User": "db79e9a7-68ee-4b58-9aeb-b90e7c24fcba",
     "Key Vault Certificates Officer": "a4417e6f-fecd-4de8-b567-7b0420556985",
+    "Key Vault Secrets User": "4633458b-17de-408a-b874-0445c86b69e6",
     "Monitoring Metrics Publisher": "3913510d-42f4-4e42-8a64-420c390055eb",
     "Log Analytics Reader": "73c42c96-874c-492b-b04d-ab87d138a893",
 }
@@ -46,6 +47,9 @@ EXPECTED_RBAC = {
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "deploymentContainerName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "hostContainerNames[*]"),
     ("functionPrincipalId", "Key Vault Certificate User", "vaults", "keyVaultName"),
+    # Delegated sign-ins (sealed MSAL caches): read and write back after a refresh; the sealing key is a
+    # secret the Certificate User role above already reads.
+    ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "signinContainerName"),
     ("functionPrincipalId", "Monitoring Metrics Publisher", "components", "applicationInsightsName"),
     # Producers: enqueue on the outbox queue only; attachment writers: the attachment container only.
     ("producerPrincipalIds[*]", "Storage Queue Data Message Sender", "queues", "queueName"),
@@ -57,6 +61,9 @@ EXPECTED_RBAC = {
     ("operatorPrincipalId", "Storage Queue Data Message Sender", "queues", "queueName"),
     ("operatorPrincipalId", "Storage Table Data Contributor", "tables", "statusTableName"),
     ("operatorPrincipalId", "Storage Blob Data Contributor", "containers", "attachmentsContainerName"),
+    # `outbox login | accounts | logout`: write the sign-ins, read the key that seals them (never create it).
+    ("operatorPrincipalId", "Storage Blob Data Contributor", "containers", "signinContainerName"),
+    ("operatorPrincipalId", "Key Vault Secrets User", "vaults", "keyVaultName"),
 }
 
 

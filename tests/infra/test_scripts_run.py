@@ -246,3 +246,50 @@ def test_scripts_print_their_usage(tenant: Tenant) -> None:
         out = tenant.run(script, "--help").stdout
         assert "Usage:" in out and "shellcheck" not in out, script
     assert os.access(SCRIPTS / "new-sender-app.sh", os.X_OK)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Delegated sending: the public client app and the sign-in key
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _scope(api: str, value: str) -> str:
+    from tests.infra.fake_az import RESOURCE_SPS
+
+    (sp,) = [s for s in RESOURCE_SPS if s["appId"] == api]
+    (scope,) = [p for p in sp["oauth2PermissionScopes"] if p["value"] == value]
+    return scope["id"]
+
+
+def test_delegated_app_is_a_public_client_with_delegated_permissions_and_no_credential(tenant: Tenant) -> None:
+    proc = tenant.run("register-delegated-app.sh")
+    app = _app(tenant)
+    assert app["isFallbackPublicClient"] is True
+    assert app["publicClient"]["redirectUris"] == ["http://localhost"]
+    assert app["keyCredentials"] == []  # no secret, no certificate: the seed's public client
+    declared = {r["resourceAppId"]: {a["id"]: a["type"] for a in r["resourceAccess"]} for r in app["requiredResourceAccess"]}
+    assert declared[GRAPH_APP_ID] == {_scope(GRAPH_APP_ID, v): "Scope" for v in
+                                      ("Mail.Send", "Mail.ReadBasic", "Mail.Send.Shared", "User.Read", "offline_access")}
+    assert declared[EXCHANGE_APP_ID] == {_scope(EXCHANGE_APP_ID, "SMTP.Send"): "Scope"}
+    assert _kv(proc.stdout)["OUTBOX_DELEGATED_CLIENT_ID"] == app["appId"]
+    before = len(tenant.changes())
+    tenant.run("register-delegated-app.sh")
+    assert len(tenant.changes()) == before  # a second run changes nothing
+
+
+def test_delegated_app_dry_run_changes_nothing(tenant: Tenant) -> None:
+    proc = tenant.run("register-delegated-app.sh", "--dry-run")
+    assert tenant.changes() == []
+    assert "--is-fallback-public-client" in proc.stderr and "=Scope" in proc.stderr
+
+
+def test_signin_key_is_made_once_and_never_replaced(tenant: Tenant) -> None:
+    import base64
+
+    tenant.run("create-signin-key.sh", "--vault", "kv-test")
+    key = tenant.state["vaults"]["kv-test"]["secrets"]["outbox-signin-key"]
+    assert len(base64.b64decode(key, validate=True)) == 32
+    proc = tenant.run("create-signin-key.sh", "--vault", "kv-test")
+    assert tenant.state["vaults"]["kv-test"]["secrets"]["outbox-signin-key"] == key  # replacing it would lock everyone out
+    assert "left alone" in proc.stderr
+    assert [c["what"] for c in tenant.changes()] == ["secret.set"]

@@ -30,7 +30,8 @@ def _id(path: Path) -> str:
 
 
 def test_the_expected_scripts_exist() -> None:
-    assert {p.name for p in ENTRY_POINTS} == {"new-sender-app.sh", "grant-admin-consent.sh", "rotate-certificate.sh"}
+    assert {p.name for p in ENTRY_POINTS} == {"new-sender-app.sh", "grant-admin-consent.sh", "rotate-certificate.sh",
+                                             "register-delegated-app.sh", "create-signin-key.sh"}
     assert {p.name for p in PWSH} == {"scope-mailboxes.ps1"}
 
 
@@ -84,7 +85,7 @@ def _joined_lines(text: str) -> list[str]:
 
 
 AZ_CALL = re.compile(r"(?<![\w-])az\s+((?:[a-z]+\s+){0,3}[a-z]+)")
-MUTATING = re.compile(r"(?<![\w-])az\s+(?:[a-z]+\s+)*(create|add|reset|delete)\b|--method\s+POST")
+MUTATING = re.compile(r"(?<![\w-])az\s+(?:[a-z]+\s+)*(create|add|reset|delete|update|set)\b|--method\s+POST")
 
 
 MESSAGE = re.compile(r'\b(die|log|ok|step)\s+"(?:[^"\\]|\\.)*"')
@@ -126,6 +127,8 @@ AZ_LOOK_BEFORE = {
     "ad app credential reset": "ad app credential list",
     "ad app credential delete": "ad app credential list",
     "ad app permission add": "ad app permission list",
+    "ad app update": "ad app show",
+    "keyvault secret set": "keyvault secret show",
     "--method POST": "--method GET",
 }
 

@@ -278,7 +278,7 @@ def test_a_body_that_did_not_finish_going_out_is_not_maybe_delivered(fakes, send
     settings = senders.settings
     inner = httpx.HTTPTransport(verify=settings.ssl_context())
     with build_client(settings, transport=_BodyCutOff(inner)) as client:
-        transport = GraphTransport(settings, senders.tokens, senders.pacing, client)
+        transport = GraphTransport(settings, senders.credentials, senders.pacing, client)
         with pytest.raises(OutboxError) as info:
             msg, mid = message("cut")
             transport.send(msg, internet_message_id=mid, blobs=None)

@@ -178,7 +178,7 @@ def test_rate_per_window_requeues_with_the_time_left(fakes, make_senders):
 
 def test_idle_sessions_are_closed(fakes, senders):
     now = [0.0]
-    transport = SmtpTransport(senders.settings, senders.tokens, senders.pacing, clock=lambda: now[0])
+    transport = SmtpTransport(senders.settings, senders.credentials, senders.pacing, clock=lambda: now[0])
     first, first_id = message()
     again, again_id = message("again")
     try:

@@ -102,7 +102,27 @@ def _authorization_code_form(secret: str) -> tuple[str, list[str]]:
     return f"grant_type=authorization_code&code={secret}&redirect_uri=https%3A%2F%2Flocalhost", [secret]
 
 
+def _msal_cache(secret: str) -> tuple[str, list[str]]:
+    """A serialized MSAL token cache (what a delegated mailbox's sign-in holds once unsealed)."""
+    cache = {"RefreshToken": {"uid.utid-login.example-refreshtoken-client--": {
+        "credential_type": "RefreshToken", "secret": f"{secret}-rt", "home_account_id": "uid.utid"}},
+        "AccessToken": {"k": {"credential_type": "AccessToken", "secret": f"{secret}.at", "target": "Mail.Send"}}}
+    return json.dumps(cache, indent=4), [f"{secret}-rt", f"{secret}.at"]
+
+
+def _device_code_form(secret: str) -> tuple[str, list[str]]:
+    return (f"grant_type=urn:ietf:params:oauth:grant-type:device_code&device_code={secret}&code={secret}"
+            "&client_id=x", [secret])
+
+
+def _signin_record(secret: str) -> tuple[str, list[str]]:
+    return json.dumps({"schema": "outbox.signin/1", "mailbox": "a@b", "cache": f"{secret}=="}), [secret]
+
+
 SHAPES: dict[str, Callable[[str], tuple[str, list[str]]]] = {
+    "msal-cache": _msal_cache,
+    "device-code-form": _device_code_form,
+    "signin-record": _signin_record,
     "jwt": _jwt,
     "bearer": lambda s: (f"Authorization: Bearer {_jwt(s)[0]}", _jwt(s)[1]),
     "xoauth2": _xoauth2,
