@@ -39,6 +39,12 @@ def item(req: func.HttpRequest) -> func.HttpResponse:
 def open_(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse("open")
 
+TICKS = []
+
+@app.timer_trigger(arg_name="timer", schedule="%TICK_SCHEDULE%", run_on_startup=True)
+def tick(timer: func.TimerRequest) -> None:
+    TICKS.append(timer.past_due)
+
 import json
 '''
 
@@ -60,6 +66,7 @@ def app_root(tmp_path: Path) -> Path:
 
 def _values(app_root: Path, azurite: Azurite, queue: str) -> dict[str, str]:
     return {"AzureWebJobsStorage": azurite.connection_string, "WORK_QUEUE": queue, "GREETING": "hello",
+            "TICK_SCHEDULE": "0 0 0 1 1 *",  # once a year: runs here only on startup and when asked
             "PYTHON_SCRIPT_FILE_NAME": (app_root / "name").read_text() + ".py"}
 
 
@@ -143,6 +150,26 @@ def test_http_routes_keys_and_route_params(app_root: Path, azurite: Azurite) -> 
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"{base}/nothing?code=k1", timeout=10)
         assert missing.value.code == 404
+
+
+def test_timer_runs_on_startup_on_its_schedule_and_when_the_admin_api_asks(app_root: Path, azurite: Azurite) -> None:
+    values = _values(app_root, azurite, f"lh-{uuid.uuid4().hex[:8]}")
+    with LocalHost(app_root=app_root, values=values, host_json=host_json(), function_key="k1") as host:
+        assert host.wait_until(lambda: host.stats.timer_runs >= 1, 10)  # runOnStartup
+        assert _module(app_root).TICKS == [False]
+        url = f"{host.base_url}/admin/functions/tick"
+        with pytest.raises(urllib.error.HTTPError) as denied:
+            urllib.request.urlopen(urllib.request.Request(url, data=b"{}", method="POST"), timeout=10)
+        assert denied.value.code == 401
+        req = urllib.request.Request(url, data=b"{}", method="POST", headers={"x-functions-key": "k1"})
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            assert resp.status == 202
+        assert host.wait_until(lambda: host.stats.timer_runs >= 2, 10)
+        assert len(_module(app_root).TICKS) == 2
+        with pytest.raises(urllib.error.HTTPError) as unknown:
+            urllib.request.urlopen(urllib.request.Request(f"{host.base_url}/admin/functions/work", data=b"{}",
+                                                          method="POST", headers={"x-functions-key": "k1"}), timeout=10)
+        assert unknown.value.code == 404  # queue functions are not run this way here
 
 
 def test_environment_wins_over_local_settings(app_root: Path, azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> None:
