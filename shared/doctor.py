@@ -641,17 +641,31 @@ class Probes:
     send_test: Callable[[Transport, str, str], str] | None = None
     """(transport, sender, to) -> what the server answered; raises OutboxError. Really sends."""
     closer: Callable[[], None] | None = None
+    delegated: Any = None  # DelegatedTokens, when the mailbox sends as a signed-in user
+    signins: Any = None  # its SigninStore
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Probes:
+    def from_settings(cls, settings: Settings, *, mailbox: str | None = None) -> Probes:
         from shared.senders import Senders
 
-        senders = Senders.from_settings(settings)
+        stores = None
+        if mailbox is not None and settings.delegated_account(mailbox) is not None and (
+                settings.storage.connection_string or settings.storage.blob_service_uri):
+            from shared.storage import StorageOptions, build_stores
+
+            stores = build_stores(settings, StorageOptions.cli(settings))
+        senders = Senders.from_settings(settings, signins=stores.signins if stores else None)
 
         def send_test(transport: Transport, sender: str, to: str) -> str:
             return send_test_message(senders.transport(transport), sender, to)
 
-        return cls(senders.certificates, senders.tokens, senders.http_client, send_test, senders.close)
+        def close() -> None:
+            senders.close()
+            if stores is not None:
+                stores.close()
+
+        return cls(senders.certificates, senders.tokens, senders.http_client, send_test, close,
+                   senders.delegated, stores.signins if stores else None)
 
     def close(self) -> None:
         if self.closer is not None:
@@ -713,9 +727,25 @@ def run_doctor(
         return report
     add(check_allowed(settings, [mailbox, sender]))
     own = probes is None
-    probes = probes or Probes.from_settings(settings)
+    probes = probes or Probes.from_settings(settings, mailbox=mailbox)
     try:
-        _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now, known)
+        account = settings.delegated_account(mailbox)
+        if account is not None and probes.delegated is None:
+            add(Check("signin.stored", "sign-in stored", "fail",
+                      f"{mailbox} sends as a signed-in user, and its sign-in lives in the storage account",
+                      fix="set AzureWebJobsStorage (or its identity-based form) as the function has it",
+                      cause="settings.storage_missing"))
+        elif account is not None:
+            from shared.signins.doctor import delegated_checks
+
+            delegated_checks(settings, tokens=probes.delegated, store=probes.signins, http=probes.http,
+                             mailbox=mailbox.lower(), account=account, transports=tuple(transports), add=add,
+                             now=now())
+            for transport in transports:
+                # The user's token was checked above; the test send asks for it again through the transport.
+                _send_test(add, probes, transport, mailbox, sender, send_test_to, "delegated", None)
+        else:
+            _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now, known)
     finally:
         if own:
             probes.close()

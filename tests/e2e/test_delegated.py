@@ -232,3 +232,29 @@ def test_keepalive_refreshes_every_sign_in_near_the_inactivity_limit(delegated: 
     # And the next message after the keep-alive still goes.
     stack.enqueue(mail(id="ka-1"))
     stack.wait_state("ka-1", "sent")
+
+
+def test_doctor_checks_the_sign_in_and_probes_as_the_user(delegated: tuple[Stack, Operator], harness: Harness) -> None:
+    _stack, outbox = delegated
+    code, out, _ = outbox("doctor", "--mailbox", SENDER, "--transport", "both", "--json")
+    checks = {c["id"]: c for c in json.loads(out)["checks"]}
+    assert code == 1 and checks["signin.stored"]["status"] == "fail"
+    assert f"outbox login --mailbox {SENDER}" in checks["signin.stored"]["fix"]
+
+    approver = approve_device_code_when_shown(harness, SENDER)
+    assert outbox("login", "--mailbox", SENDER, "--device-code")[0] == 0
+    approver.join(5)
+    code, out, err = outbox("doctor", "--mailbox", SENDER, "--transport", "both", "--json")
+    checks = {c["id"]: c for c in json.loads(out)["checks"]}
+    assert code == 0, err
+    for check in ("signin.stored", "signin.alive", "graph.token", "graph.claims", "graph.mailbox", "smtp.token",
+                  "smtp.claims", "smtp.auth"):
+        assert checks[check]["status"] == "pass", checks[check]
+    assert checks["graph.claims"]["evidence"]["idtyp"] == "user" and "eyJ" not in out
+
+    harness.control.revoke_refresh_tokens(SENDER)
+    code, out, _ = outbox("doctor", "--mailbox", SENDER, "--transport", "graph", "--json")
+    checks = {c["id"]: c for c in json.loads(out)["checks"]}
+    assert code == 1 and checks["graph.token"]["status"] == "fail" and checks["graph.token"]["cause"] == (
+        "entra.refresh_token_revoked")
+    assert "outbox login" in checks["graph.token"]["fix"]
