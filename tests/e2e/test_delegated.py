@@ -207,7 +207,9 @@ def test_login_refuses_another_user_than_the_one_asked_for(delegated: tuple[Stac
     assert "not signed in" in out
 
 
-def test_keepalive_refreshes_every_sign_in_near_the_inactivity_limit(delegated: tuple[Stack, Operator], harness: Harness) -> None:
+def test_keepalive_refreshes_every_sign_in_near_the_inactivity_limit(
+    delegated: tuple[Stack, Operator], harness: Harness, caplog: pytest.LogCaptureFixture,
+) -> None:
     stack, outbox = delegated
     for mailbox, user, extra in ((SENDER, SENDER, ()), (NOREPLY, DELEGATE, ("--account", DELEGATE))):
         approver = approve_device_code_when_shown(harness, user)
@@ -220,9 +222,14 @@ def test_keepalive_refreshes_every_sign_in_near_the_inactivity_limit(delegated: 
     aged = {m: json.loads(stored_bytes(stack, m))["lastRefresh"] for m in (SENDER, NOREPLY)}
 
     runs = stack.host.stats.timer_runs
+    caplog.set_level("INFO", logger="outbox")
     stack.host.run_timer("signin_keepalive")
     assert stack.host.wait_until(lambda: stack.host.stats.timer_runs > runs, 60)
     assert not stack.host.stats.errors
+    events = [json.loads(r.getMessage().split(" ", 1)[1]) for r in caplog.records
+              if r.getMessage().startswith("outbox.keepalive ")]
+    assert sorted((e["mailbox"], e["account"], e["outcome"]) for e in events) == [
+        (NOREPLY, DELEGATE, "refreshed"), (SENDER, SENDER, "refreshed")]  # one event per account
     # Each user's refresh token was used just now (Entra's view): 89 days of inactivity reset to none.
     for user in (SENDER, DELEGATE):
         newest = max(harness.control.refresh_tokens(user=user), key=lambda t: t["last_used"])
