@@ -4,7 +4,7 @@ Status codes (docs/openapi.yaml lists them): 202 queued; 200 sent (or already se
 message; 409 the same id is being sent right now, or was poisoned; 413 too large for a queue message
 or the mailbox; 422 recipient rejected; 429 throttled (Retry-After); 503 transient (Retry-After);
 504 ambiguous (may have been delivered: do not resend, read the status); 502 the service refused
-(auth, permission, quota, a mailbox that does not exist); 500 outbox's own configuration; 403 a sender or
+(auth, a delegated sign-in that needs renewing, permission, quota, a mailbox that does not exist); 500 outbox's own configuration; 403 a sender or
 attachment container this deployment does not allow. Every answer comes within OUTBOX_API_DEADLINE_S
 (503 with Retry-After otherwise), and no body makes a 500.
 """
@@ -32,6 +32,7 @@ _STATUS_BY_CATEGORY = {
     "throttled": 429,
     "transient": 503,
     "auth": 502,
+    "signin_required": 502,
     "permission": 502,
     "quota": 502,
     "unknown": 502,
