@@ -79,10 +79,24 @@ class Decision:
         return Kind.RETRY
 
 
-def waiting_state(attempt: Attempt) -> State:
+# Answers that say "the mailbox is busy" (429, 503): right after an ambiguous attempt they may mean that the
+# earlier send is still being worked on (after a 504 the backend can hold the mailbox's concurrency slot and
+# deliver later: fidelity-gaps.md, "four 504s, a 429, and the mail received four times").
+BUSY_STATUSES = frozenset({429, 503})
+
+
+def waiting_state(attempt: Attempt, err: OutboxError | None = None) -> State:
     """The row's state while the message waits: a lookup that found nothing settled the doubt about an
-    earlier attempt; an unanswered (or impossible) one keeps the row ambiguous."""
-    return State.AMBIGUOUS if attempt.after_ambiguous and attempt.lookup is not False else State.RETRYING
+    earlier attempt, unless Microsoft then said the mailbox is busy (the earlier send may still be at
+    work, and a miss before it finished proves nothing); an unanswered (or impossible) lookup keeps the
+    row ambiguous, so the next attempt looks again before sending."""
+    if not attempt.after_ambiguous:
+        return State.RETRYING
+    if attempt.lookup is not False:
+        return State.AMBIGUOUS
+    busy = err is not None and err.code not in PAUSED_CODES and (
+        err.status in BUSY_STATUSES or err.category == "throttled")
+    return State.AMBIGUOUS if busy else State.RETRYING
 
 
 def decide(err: OutboxError, attempt: Attempt, rules: RetryRules, *, rng: random.Random) -> Decision:
@@ -112,7 +126,7 @@ def decide(err: OutboxError, attempt: Attempt, rules: RetryRules, *, rng: random
             return Decision(Action.POISON, err.replace(retryable=False), State.POISONED, exhausted=True)
     if attempt.number >= rules.max_attempts:
         return Decision(Action.POISON, err, State.POISONED, exhausted=True)
-    return Decision(Action.RETRY, err, waiting_state(attempt), delay_s=_delay(err, attempt, rules, rng))
+    return Decision(Action.RETRY, err, waiting_state(attempt, err), delay_s=_delay(err, attempt, rules, rng))
 
 
 def _throttled(err: OutboxError, attempt: Attempt, rules: RetryRules, rng: random.Random) -> Decision:
@@ -125,7 +139,7 @@ def _throttled(err: OutboxError, attempt: Attempt, rules: RetryRules, rng: rando
                    f"OUTBOX_MAX_AGE_S ({rules.max_age_s:.0f} s); last: {err.detail or err.code}")
         return Decision(Action.POISON, err.replace(retryable=False, detail=history), State.POISONED,
                         attempts=max(0, attempt.number - 1), exhausted=True, throttled=tries)
-    state = waiting_state(attempt)
+    state = waiting_state(attempt, err)
     if err.code in PAUSED_CODES:
         if state is State.RETRYING and attempt.previous_state in (None, State.QUEUED):
             state = State.QUEUED  # our own pacing held it back: it never reached Microsoft

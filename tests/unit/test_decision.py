@@ -27,6 +27,7 @@ TRANSIENT = OutboxError("transient", "serviceNotAvailable", status=503, retryabl
 THROTTLED = OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True, retry_after=7)
 HUGE_RETRY_AFTER = OutboxError("throttled", "ApplicationThrottled", status=429, retryable=True, retry_after=9999)
 PERMANENT = OutboxError("recipient", "ErrorInvalidRecipients", status=400)
+SERVER_500 = OutboxError("transient", "generalException", status=500, retryable=True)
 AMBIGUOUS = OutboxError("transient", "gatewayTimeout", status=504, retryable=True, request_sent=True,
                         maybe_delivered=True)
 PAUSED = OutboxError("throttled", "outbox.paused", retryable=True, retry_after=3)
@@ -72,8 +73,16 @@ CASES = [
     ("ambiguous last", AMBIGUOUS, 4, "ambiguous", True, None, False, Rules(), Action.POISON, State.POISONED,
      None, None),
     # after an ambiguous attempt: a lookup that found nothing settles it; one that could not know does not
-    ("after ambiguous, lookup miss", TRANSIENT, 2, "ambiguous", True, False, False, Rules(), Action.RETRY,
+    ("after ambiguous, lookup miss", SERVER_500, 2, "ambiguous", True, False, False, Rules(), Action.RETRY,
      State.RETRYING, (10, 20), None),
+    # ... unless the resend then hears "busy" (503, 429): the earlier send may still be at work, so the next
+    # attempt looks again first (after a 504 the backend may hold the slot and deliver late)
+    ("after ambiguous, lookup miss, then 503", TRANSIENT, 2, "ambiguous", True, False, False, Rules(), Action.RETRY,
+     State.AMBIGUOUS, (10, 20), None),
+    ("after ambiguous, lookup miss, then 429", THROTTLED, 2, "ambiguous", True, False, False, Rules(), Action.DEFER,
+     State.AMBIGUOUS, (7, 7), 1),
+    ("after ambiguous, lookup miss, then our own pause", PAUSED, 2, "ambiguous", True, False, False, Rules(),
+     Action.DEFER, State.RETRYING, (3, 3), 1),
     ("after ambiguous, no lookup", TRANSIENT, 2, "ambiguous", True, None, False, Rules(), Action.RETRY,
      State.AMBIGUOUS, (10, 20), None),
     # the catalog's own retry budget, with the in-process fresh-token retry counted
