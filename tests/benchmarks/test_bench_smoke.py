@@ -84,3 +84,11 @@ def test_run_finds_every_benchmark_and_their_quick_flags() -> None:
 def test_inbox_measures_the_paged_reads() -> None:
     out = _bench("benchmarks.bench_inbox", "--quick")
     assert re.search(r"SUMMARY inbox: page [\d.]+ ms, search [\d.]+ ms over 1000 deliveries", out), out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ambiguous_run_loses_nothing_and_flags_every_second_copy() -> None:
+    out = _bench("benchmarks.bench_ambiguous", "--messages", "30", "--ambiguous", "0.3")
+    assert out.count("lost                         0") == 2, out
+    assert out.count("every duplicate flagged      True") == 2, out
