@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 from shared.errors import OutboxError
 
 if TYPE_CHECKING:
+    from shared.ports import SlotPort
     from shared.settings import Settings
 
 Clock = Callable[[], float]
@@ -57,21 +58,59 @@ class MailboxState:
 
 
 class _Mailbox:
-    __slots__ = ("freed", "in_flight", "log", "paused_until")
+    __slots__ = ("in_flight", "log", "paused_until")
 
-    def __init__(self, lock: threading.Lock) -> None:
+    def __init__(self) -> None:
         self.in_flight = 0
         self.log: deque[float] = deque()
         self.paused_until = 0.0
-        # One condition per mailbox over the limiter's lock: a freed slot wakes one waiter of THIS
-        # mailbox, not every waiting thread of every mailbox.
-        self.freed = threading.Condition(lock)
+
+
+class LocalSlots:
+    """``SlotPort`` counted in this process (``OUTBOX_SLOTS=local``): right for one instance, or for
+    several that each get a static share (``OUTBOX_GRAPH_CONCURRENCY`` = floor(4 / instances))."""
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self.capacity = capacity
+        self._lock = threading.Lock()
+        self._busy: dict[str, int] = {}
+        # One condition per mailbox over one lock: a freed slot wakes a waiter of THIS mailbox only.
+        self._freed: dict[str, threading.Condition] = {}
+
+    def take(self, mailbox: str, wait_s: float) -> bool:
+        deadline = time.monotonic() + wait_s
+        with self._lock:
+            freed = self._freed.get(mailbox)
+            if freed is None:
+                freed = self._freed[mailbox] = threading.Condition(self._lock)
+            while self._busy.get(mailbox, 0) >= self.capacity:
+                # Real time: slots are freed by other threads finishing, never by an injected clock.
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not freed.wait(remaining):
+                    if self._busy.get(mailbox, 0) < self.capacity:
+                        break
+                    return False
+            self._busy[mailbox] = self._busy.get(mailbox, 0) + 1
+            return True
+
+    def give_back(self, mailbox: str) -> None:
+        with self._lock:
+            self._busy[mailbox] = max(0, self._busy.get(mailbox, 0) - 1)
+            freed = self._freed.get(mailbox)
+            if freed is not None:
+                freed.notify()
+
+    def close(self) -> None:
+        """Nothing is held outside this process."""
 
 
 class MailboxLimiter:
     """Concurrency + sliding-window budget + pause, per mailbox, for one service (Graph or SMTP).
 
-    ``concurrency=None`` means no in-flight cap (SMTP: the session pool is the cap).
+    ``concurrency=None`` means no in-flight cap (SMTP: the session pool is the cap); ``slots`` puts the
+    cap in a shared store (:class:`shared.ports.SlotPort`) instead of this process.
     ``slot_wait_s`` bounds how long a caller waits for a free concurrency slot: requests in flight
     end on their own, so this wait is allowed to be longer than ``max_wait_s``.
     """
@@ -84,6 +123,7 @@ class MailboxLimiter:
         window_s: float,
         max_wait_s: float,
         concurrency: int | None = None,
+        slots: SlotPort | None = None,
         slot_wait_s: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
@@ -100,7 +140,9 @@ class MailboxLimiter:
         # just before the server's own unit expires (a 429 at every window boundary).
         self.margin_s = min(1.0, window_s / 100)
         self.max_wait_s = max(0.0, max_wait_s)
-        self.concurrency = concurrency
+        self.concurrency = slots.capacity if slots is not None else concurrency
+        self._slots: SlotPort | None = slots if slots is not None else (
+            LocalSlots(concurrency) if concurrency is not None else None)
         self.slot_wait_s = self.max_wait_s if slot_wait_s is None else max(0.0, slot_wait_s)
         self._clock = clock
         self._sleep = sleep
@@ -160,7 +202,7 @@ class MailboxLimiter:
     def _box(self, key: str) -> _Mailbox:
         box = self._mailboxes.get(key)
         if box is None:
-            box = self._mailboxes[key] = _Mailbox(self._lock)
+            box = self._mailboxes[key] = _Mailbox()
         return box
 
     def _expire(self, box: _Mailbox, now: float) -> None:
@@ -170,32 +212,22 @@ class MailboxLimiter:
             log.popleft()
 
     def _take_slot(self, key: str) -> None:
-        if self.concurrency is None:
-            with self._lock:
-                self._box(key).in_flight += 1
-            return
-        deadline = time.monotonic() + self.slot_wait_s
+        if self._slots is not None and not self._slots.take(key, self.slot_wait_s):
+            raise mailbox_busy(
+                self._transport,
+                f"{self._slots.capacity} {self.service} requests already in flight for {key} "
+                f"after waiting {self.slot_wait_s:g} s",
+                "the mailbox is busy; the message is re-queued",
+            )
         with self._lock:
-            box = self._box(key)
-            while box.in_flight >= self.concurrency:
-                # Real time, not the injected clock: slots are freed by other threads finishing.
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or not box.freed.wait(remaining):
-                    if box.in_flight < self.concurrency:
-                        break
-                    raise mailbox_busy(
-                        self._transport,
-                        f"{self.concurrency} {self.service} requests already in flight for {key} "
-                        f"after waiting {self.slot_wait_s:g} s",
-                        "the mailbox is busy in this process; the message is re-queued",
-                    )
-            box.in_flight += 1
+            self._box(key).in_flight += 1
 
     def _give_back(self, key: str) -> None:
         with self._lock:
             box = self._box(key)
             box.in_flight = max(0, box.in_flight - 1)
-            box.freed.notify()
+        if self._slots is not None:
+            self._slots.give_back(key)
 
     def _spend(self, key: str, cost: int) -> None:
         if cost > self.budget:
@@ -239,21 +271,33 @@ class MailboxLimiter:
         return self.service if self.service in ("graph", "smtp") else None
 
 
-class Pacing:
-    """The process's limiters: ``graph`` (concurrency + request budget) and ``smtp`` (message rate)."""
+@dataclass(frozen=True)
+class MailboxSlots:
+    """The slots a store shares between instances: Graph requests in flight, SMTP connections."""
 
-    def __init__(self, graph: MailboxLimiter, smtp: MailboxLimiter) -> None:
+    graph: SlotPort
+    smtp: SlotPort
+
+
+class Pacing:
+    """The process's limiters: ``graph`` (concurrency + request budget) and ``smtp`` (message rate), and
+    ``smtp_slots``, which the SMTP session pool takes one of per open connection."""
+
+    def __init__(self, graph: MailboxLimiter, smtp: MailboxLimiter, smtp_slots: SlotPort | None = None) -> None:
         self.graph = graph
         self.smtp = smtp
+        self.smtp_slots: SlotPort = smtp_slots or LocalSlots(3)
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> Pacing:
+    def from_settings(cls, settings: Settings, *, slots: MailboxSlots | None = None, clock: Clock = time.monotonic,
+                      sleep: Sleep = time.sleep) -> Pacing:
+        """``slots``: a shared store's (``OUTBOX_SLOTS=blob``, built with the stores); else counted here."""
         graph = MailboxLimiter(
             "graph",
             budget=settings.graph_budget_requests,
             window_s=settings.graph_budget_window_s,
             max_wait_s=settings.pacing_max_wait_s,
-            concurrency=settings.graph_concurrency,
+            slots=slots.graph if slots is not None else LocalSlots(settings.graph_concurrency),
             # A slot frees when a request ends, and a request never outlives the HTTP timeout.
             slot_wait_s=max(settings.pacing_max_wait_s, settings.http_timeout_s),
             clock=clock,
@@ -267,7 +311,7 @@ class Pacing:
             clock=clock,
             sleep=sleep,
         )
-        return cls(graph, smtp)
+        return cls(graph, smtp, slots.smtp if slots is not None else LocalSlots(settings.smtp_connections))
 
     def limiter(self, transport: str) -> MailboxLimiter:
         if transport == "graph":
