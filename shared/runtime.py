@@ -74,7 +74,9 @@ def build_runtime(settings: Settings, *, sending: bool = True, storage: StorageO
         from shared.senders import Senders
 
         try:
-            senders = Senders.from_settings(settings)
+            from shared.pacing import Pacing
+
+            senders = Senders.from_settings(settings, pacing=Pacing.from_settings(settings, slots=stores.slots))
         except BaseException:
             stores.close()
             raise
