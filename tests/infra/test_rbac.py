@@ -44,6 +44,7 @@ EXPECTED_RBAC = {
     ("functionPrincipalId", "Storage Table Data Contributor", "tables", "statusTableName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "attachmentsContainerName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "deploymentContainerName"),
+    ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "slotsContainerName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "hostContainerNames[*]"),
     ("functionPrincipalId", "Key Vault Certificate User", "vaults", "keyVaultName"),
     ("functionPrincipalId", "Monitoring Metrics Publisher", "components", "applicationInsightsName"),
