@@ -118,12 +118,12 @@ def child(settings_file: str) -> int:
     current = app_runtime._current
     slots = current.stores.slots if current is not None else None
     senders = current.senders if current is not None else None
+    smtp = senders._transports.get("smtp") if senders is not None else None
     host.stop()  # releases the leases: counted below
     ops: Counter[str] = Counter()
     if slots is not None:
         ops.update(slots.graph.operations())
         ops.update({f"smtp_{k}": v for k, v in slots.smtp.operations().items()})
-    smtp = senders._transports.get("smtp") if senders is not None else None
     print(json.dumps({"outcomes": dict(counter.outcomes), "codes": dict(counter.codes), "slot_ops": dict(ops),
                       "sessions": getattr(smtp, "sessions_opened", 0), "failed": host.stats.failed}), flush=True)
     return 0
@@ -196,11 +196,13 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
                     assert h.stdin is not None
                     h.stdin.close()
             for h in hosts:
+                assert h.stdout is not None
+                out = h.stdout.read()  # the child's report, written as it stops
                 try:
-                    out, _ = h.communicate(timeout=60)
+                    h.wait(timeout=60)
                 except subprocess.TimeoutExpired:
                     h.kill()
-                    out, _ = h.communicate()
+                    h.wait()
                 lines = [line for line in out.splitlines() if line.startswith("{")]
                 if lines:
                     reports.append(json.loads(lines[-1]))
