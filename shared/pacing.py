@@ -74,6 +74,7 @@ class LocalSlots:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self.capacity = capacity
+        self.idle_s = math.inf  # nobody else wants them
         self._lock = threading.Lock()
         self._busy: dict[str, int] = {}
         # One condition per mailbox over one lock: a freed slot wakes a waiter of THIS mailbox only.

@@ -91,6 +91,12 @@ class SlotPort(Protocol):
         """Slots per mailbox across everyone who shares them."""
         ...
 
+    @property
+    def idle_s(self) -> float:
+        """How long a slot given back stays this process's (inf: it never leaves). An SMTP session idle this
+        long is closed: Exchange counts the open connection, not the message."""
+        ...
+
     def take(self, mailbox: str, wait_s: float) -> bool:
         """Hold one slot of ``mailbox``, waiting up to ``wait_s`` for one to free; False when none did."""
         ...

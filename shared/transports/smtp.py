@@ -104,6 +104,9 @@ class SmtpTransport:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self.sessions_opened = 0  # connections made (benchmarks and tests read it)
+        # Shared slots (OUTBOX_SLOTS=blob): an idle session holds a connection other instances could use,
+        # at Exchange too, so it is closed as soon as its slot would be given back.
+        self._idle_s = min(settings.smtp_idle_s, pacing.smtp_slots.idle_s)
 
     # -- Transport API --------------------------------------------------------------------------
 
@@ -316,7 +319,7 @@ class SmtpTransport:
 
     def _reusable(self, session: _Session, now: float, wall: float) -> bool:
         return (
-            now - session.last_used < self._settings.smtp_idle_s
+            now - session.last_used < self._idle_s
             and session.token_expires_on - _TOKEN_REUSE_MARGIN_S > wall
         )
 
@@ -373,12 +376,12 @@ class SmtpTransport:
     # -- idle sessions ----------------------------------------------------------------------------
 
     def _start_reaper(self) -> None:
-        if self._reaper is None and self._settings.smtp_idle_s > 0:
+        if self._reaper is None and self._idle_s > 0:
             self._reaper = threading.Thread(target=self._reap_loop, name="outbox-smtp-idle", daemon=True)
             self._reaper.start()
 
     def _reap_loop(self) -> None:
-        interval = max(0.05, self._settings.smtp_idle_s / 2)
+        interval = max(0.05, self._idle_s / 2)
         while not self._stop.wait(interval):
             self.close_idle()
 
