@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.90
 TARGET_429_SHARE = 0.01
 CEILING = CONCURRENCY / (LATENCY_MS / 1000.0)
+GAP_S = 0.2  # 4 in flight at 100 ms deliver every ~25 ms: a pause this long means the mailbox sat idle
 
 
 @dataclass
@@ -64,6 +66,7 @@ class Run:
     delivered: int = 0
     rate: float = 0.0
     mid_rate: float = 0.0  # the middle 80 % of deliveries: without the start and the last stragglers
+    gaps: list[float] = field(default_factory=list)  # pauses between deliveries longer than GAP_S
     requests: int = 0
     throttled: int = 0
     attempts_burnt: int = 0
@@ -217,6 +220,7 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
     result = Run(transport, instances, slots, messages, delivered=len(times))
     result.rate = _rate(times) if transport == "graph" else (
         (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0)
+    result.gaps = [b - a for a, b in itertools.pairwise(times) if b - a > GAP_S]
     lo, hi = len(times) // 10, len(times) - len(times) // 10 - 1
     result.mid_rate = (hi - lo) / (times[hi] - times[lo]) if hi > lo and times[hi] > times[lo] else 0.0
     graph = counters.get("graph", {})
@@ -247,7 +251,8 @@ def report(r: Run) -> None:
               f"{TARGET_RATIO:.0%})  {verdict}; middle 80 % of deliveries {r.mid_rate:.1f} msgs/s = "
               f"{r.mid_rate / CEILING:.1%}")
         print(f"  429s: {r.throttled} of {r.requests} Graph requests = {r.share_429:.2%} (target < "
-              f"{TARGET_429_SHARE:.0%})")
+              f"{TARGET_429_SHARE:.0%}); pauses over {GAP_S:g} s between deliveries: {len(r.gaps)}, "
+              f"{sum(r.gaps):.1f} s in all (longest {max(r.gaps, default=0):.2f} s)")
     else:
         print(f"smtp, {r.instances} host(s), slots {r.slots}: {r.messages} messages, one mailbox (Exchange: 3 "
               f"connections)")
