@@ -72,6 +72,7 @@ class Run:
     attempts_burnt: int = 0
     throttled_tries: int = 0
     slot_ops: Counter[str] = field(default_factory=Counter)
+    store_failures: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
     codes: Counter[str] = field(default_factory=Counter)
     smtp_432: int = 0
@@ -125,10 +126,14 @@ def child(settings_file: str) -> int:
     smtp = senders._transports.get("smtp") if senders is not None else None
     host.stop()  # releases the leases: counted below
     ops: Counter[str] = Counter()
+    failures: Counter[str] = Counter()
     if slots is not None:
         ops.update(slots.graph.operations())
         ops.update({f"smtp_{k}": v for k, v in slots.smtp.operations().items()})
+        failures.update(slots.graph.failures)
+        failures.update(slots.smtp.failures)
     print(json.dumps({"outcomes": dict(counter.outcomes), "codes": dict(counter.codes), "slot_ops": dict(ops),
+                      "store_failures": dict(failures),
                       "sessions": getattr(smtp, "sessions_opened", 0), "failed": host.stats.failed}), flush=True)
     return 0
 
@@ -231,6 +236,7 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
     result.throttled_tries = sum(int(r.get("Throttled") or 0) for r in rows)
     for rep in reports:
         result.slot_ops.update(rep.get("slot_ops", {}))
+        result.store_failures.update(rep.get("store_failures", {}))
         result.outcomes.update(rep.get("outcomes", {}))
         result.codes.update(rep.get("codes", {}))
         result.sessions += int(rep.get("sessions", 0))
@@ -259,7 +265,9 @@ def report(r: Run) -> None:
         print(f"  432 4.3.2 replies (a 4th connection sending): {r.smtp_432}; delivered {r.delivered}; "
               f"connections opened {r.sessions}; {r.rate:.1f} msgs/s  {verdict}")
     print(f"  attempts spent by throttling: {r.attempts_burnt} (throttled tries recorded: {r.throttled_tries})")
-    print(f"  slot-store operations: {sum(r.slot_ops.values())} = {r.ops_per_message:.3f} per message ({ops})")
+    failures = ", ".join(f"{k} {n}" for k, n in sorted(r.store_failures.items())) or "none"
+    print(f"  slot-store operations: {sum(r.slot_ops.values())} = {r.ops_per_message:.3f} per message ({ops}); "
+          f"times a host fell back to the safe share: {sum(r.store_failures.values())} ({failures})")
     print(f"  outbox outcomes: {outcomes}{f' (codes: {codes})' if codes else ''}; failed invocations {r.failed}")
 
 

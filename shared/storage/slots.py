@@ -97,6 +97,7 @@ class BlobSlots:
         self._lock = threading.Lock()
         self._boxes: dict[str, _Box] = {}
         self._degraded_until: float | None = None  # None: the store answers
+        self.failures: Counter[str] = Counter()  # why the store was given up on, by error (benchmarks print it)
         self.ops: Counter[str] = Counter()  # storage operations by kind (benchmarks print them)
         self._ops_lock = threading.Lock()
         self._stop = threading.Event()
@@ -286,6 +287,7 @@ class BlobSlots:
         self._degraded_until = now + self.renew_s
         if not first:
             return
+        self.failures[str(error)] += 1
         log.warning(
             "slot store for %s unavailable (%s): sending at the safe share of %d of %d per mailbox "
             "(OUTBOX_EXPECTED_INSTANCES) until it answers again", self.service, error, self.safe_share,
