@@ -201,10 +201,10 @@ param outboxSlotsContainer string = 'outbox-slots'
 param outboxSlotLeaseS string = '15'
 
 @description('OUTBOX_SLOT_IDLE_S: a slot lease unused this long is given back for other instances, in seconds.')
-param outboxSlotIdleS string = '1'
+param outboxSlotIdleS string = '0.25'
 
 @description('OUTBOX_SLOT_PROBE_S: how often an instance that wants a slot held elsewhere looks for a free one, in seconds.')
-param outboxSlotProbeS string = '0.5'
+param outboxSlotProbeS string = '0.25'
 
 @description('OUTBOX_SLOT_TIMEOUT_S: a slot-store request slower than this counts as a store failure, in seconds.')
 param outboxSlotTimeoutS string = '2'

@@ -276,10 +276,10 @@ class Settings:
         "Lease period of a slot blob, 15-60 s: a crashed instance's slots free this long after it stopped renewing.",
         lambda r, name: _lease_period(r.number(name, float, 15), r.problems))
     slot_idle_s: float = setting(
-        "OUTBOX_SLOT_IDLE_S", "1", "A slot lease unused this long is given back for other instances, in seconds.",
+        "OUTBOX_SLOT_IDLE_S", "0.25", "A slot lease unused this long is given back for other instances, in seconds.",
         number())
     slot_probe_s: float = setting(
-        "OUTBOX_SLOT_PROBE_S", "0.5",
+        "OUTBOX_SLOT_PROBE_S", "0.25",
         "How often an instance that wants a slot held elsewhere looks for a free one, in seconds.", number(0.01))
     slot_timeout_s: float = setting(
         "OUTBOX_SLOT_TIMEOUT_S", "2",
