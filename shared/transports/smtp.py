@@ -118,7 +118,7 @@ class SmtpTransport:
         message = load_blobs(message, blobs)
         payload = render_mime.to_bytes(render_mime.render_mime(message, message_id=internet_message_id))
         recipients = render_mime.envelope_recipients(message)
-        self._pacing.smtp.spend(mailbox)
+        self._pacing.smtp.spend(mailbox, holder=internet_message_id)
         reply = self._deliver(mailbox, recipients, payload)
         return SendResult(
             transport="smtp",
