@@ -54,6 +54,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.90
 TARGET_429_SHARE = 0.01
 CEILING = CONCURRENCY / (LATENCY_MS / 1000.0)
+BUDGET_WINDOW_S = 10.0
+BUDGET_WINDOWS = 2
 GAP_S = 0.2  # 4 in flight at 100 ms deliver every ~25 ms: a pause this long means the mailbox sat idle
 
 
@@ -78,10 +80,16 @@ class Run:
     smtp_432: int = 0
     sessions: int = 0
     failed: int = 0
+    budget: int = 0  # > 0: the budget-bound variant (requests per BUDGET_WINDOW_S at the harness)
+    outbox_budget: int = 0  # what each host was told (OUTBOX_GRAPH_BUDGET_REQUESTS)
+
+    @property
+    def ceiling(self) -> float:
+        return self.budget / BUDGET_WINDOW_S if self.budget else CEILING
 
     @property
     def ratio(self) -> float:
-        return self.rate / CEILING
+        return self.rate / self.ceiling
 
     @property
     def share_429(self) -> float:
@@ -95,8 +103,8 @@ class Run:
     def ok(self) -> bool:
         if self.transport == "smtp":
             return self.smtp_432 == 0 and self.delivered == self.messages
-        if self.slots != "blob":
-            return True  # the old behaviour, for comparison: not judged
+        if self.slots != "blob" or self.budget:
+            return True  # the old behaviour, or the budget (not shared yet): for comparison, not judged
         return (self.ratio >= TARGET_RATIO and self.share_429 < TARGET_429_SHARE and self.attempts_burnt == 0
                 and self.delivered == self.messages)
 
@@ -159,14 +167,14 @@ def _wait_delivered(harness: RemoteHarness, transport: str, count: int, timeout_
 
 
 def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, messages: int,
-        timeout_s: float) -> Run:
+        timeout_s: float, budget: int = 0, outbox_budget: int = 0) -> Run:
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueServiceClient
 
     harness.reset()
     patch: dict[str, Any] = {"limits": {
-        "graph": {"latency_ms": LATENCY_MS, "concurrency": CONCURRENCY, "requests_per_window": 10**6,
-                  "window_s": 600},
+        "graph": {"latency_ms": LATENCY_MS, "concurrency": CONCURRENCY, "requests_per_window": budget or 10**6,
+                  "window_s": BUDGET_WINDOW_S if budget else 600},
         # SMTP: Exchange's 3 connections per mailbox; the message rate out of the way (the question is the
         # connection count, not the 30 a minute).
         "smtp": {"connections_per_mailbox": 3, "messages_per_window": 10**6, "window_s": 60, "latency_ms": 5},
@@ -179,6 +187,9 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
         "OUTBOX_SLOTS": slots, "OUTBOX_SLOTS_CONTAINER": f"so-slots-{tag}", "OUTBOX_EXPECTED_INSTANCES": str(instances),
         "OUTBOX_SMTP_RATE_PER_WINDOW": str(10**6),
     })
+    if budget:
+        values.update({"OUTBOX_GRAPH_BUDGET_REQUESTS": str(outbox_budget or budget),
+                       "OUTBOX_GRAPH_BUDGET_WINDOW_S": str(BUDGET_WINDOW_S)})
     with tempfile.TemporaryDirectory() as folder:
         settings_file = Path(folder) / "local.settings.json"
         settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}), encoding="utf-8")
@@ -196,7 +207,13 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
                 assert h.stdout is not None
                 if h.stdout.readline().strip() != "started":
                     raise RuntimeError("a local host did not start")
-            _wait_delivered(harness, transport, messages, timeout_s, hosts)
+            if budget:
+                # Whole budget windows from the first delivery: a fixed span, nothing to wait on.
+                _wait_delivered(harness, transport, 1, timeout_s, hosts)
+                first = min(d.time for d in harness.control.deliveries(transport=transport))
+                time.sleep(max(0.0, first + BUDGET_WINDOWS * BUDGET_WINDOW_S + 0.5 - time.time()))
+            else:
+                _wait_delivered(harness, transport, messages, timeout_s, hosts)
             times = sorted(d.time for d in harness.control.deliveries(transport=transport))
             counters = harness.control.requests()
         finally:
@@ -222,9 +239,13 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
             queue.delete_queue()
             table.delete_table()
         service.close()
-    result = Run(transport, instances, slots, messages, delivered=len(times))
+    result = Run(transport, instances, slots, messages, delivered=len(times), budget=budget,
+                 outbox_budget=outbox_budget or budget)
     result.rate = _rate(times) if transport == "graph" else (
         (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0)
+    if budget and times:
+        span = BUDGET_WINDOWS * BUDGET_WINDOW_S
+        result.rate = len([t for t in times if t < times[0] + span]) / span
     result.gaps = [b - a for a, b in itertools.pairwise(times) if b - a > GAP_S]
     lo, hi = len(times) // 10, len(times) - len(times) // 10 - 1
     result.mid_rate = (hi - lo) / (times[hi] - times[lo]) if hi > lo and times[hi] > times[lo] else 0.0
@@ -250,7 +271,13 @@ def report(r: Run) -> None:
     ops = ", ".join(f"{k} {n}" for k, n in sorted(r.slot_ops.items())) or "none"
     outcomes = ", ".join(f"{k} {n}" for k, n in sorted(r.outcomes.items())) or "none"
     codes = ", ".join(f"{k} {n}" for k, n in sorted(r.codes.items()))
-    if r.transport == "graph":
+    if r.budget:
+        print(f"graph budget-bound, {r.instances} host(s), slots {r.slots}: Graph allows {r.budget} requests per "
+              f"{BUDGET_WINDOW_S:g} s per app + mailbox, each host told {r.outbox_budget} (the budget is not "
+              f"shared between instances yet: informational)")
+        print(f"  goodput {r.rate:.2f} msgs/s over {BUDGET_WINDOWS} windows = {r.ratio:.1%} of the budget rate "
+              f"{r.ceiling:g}/s; 429s: {r.throttled} of {r.requests} Graph requests = {r.share_429:.2%}")
+    elif r.transport == "graph":
         print(f"graph, {r.instances} host(s), slots {r.slots}: {r.messages} messages, one mailbox, Graph "
               f"{LATENCY_MS:g} ms, {CONCURRENCY} in flight")
         print(f"  goodput {r.rate:.1f} msgs/s = {r.ratio:.1%} of 4/latency = {CEILING:g}/s (target >= "
@@ -280,6 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slots", choices=("blob", "local"), default="blob")
     parser.add_argument("--smtp-messages", type=int, default=0, help="SMTP messages for 3 hosts (90)")
     parser.add_argument("--no-smtp", action="store_true")
+    parser.add_argument("--budget", action="store_true",
+                        help="also the budget-bound variant: 4 hosts, Graph allows 60 per 10 s, each host told "
+                        "the whole 60 and then a static 60 / 4")
     args = parser.parse_args(argv)
     if args.child:
         return child(args.child)
@@ -299,6 +329,13 @@ def main(argv: list[str] | None = None) -> int:
                              timeout_s=300)
                 results.append(result)
                 report(result)
+            if args.budget:
+                for told in (60, 60 // 4):
+                    result = run(harness, transport="graph", instances=4, slots=args.slots,
+                                 messages=60 * (BUDGET_WINDOWS + 1) + 20, timeout_s=300, budget=60,
+                                 outbox_budget=told)
+                    results.append(result)
+                    report(result)
             if not args.no_smtp:
                 result = run(harness, transport="smtp", instances=3, slots=args.slots, messages=smtp_messages,
                              timeout_s=300)
@@ -310,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     def brief(r: Run) -> str:
         if r.transport == "smtp":
             return f"smtp x{r.instances} 432s {r.smtp_432}"
+        if r.budget:
+            return f"budget x{r.instances} told {r.outbox_budget} {r.ratio:.0%} of budget, 429 {r.share_429:.1%} (info)"
         return (f"x{r.instances} {r.ratio:.0%} of 4/latency, 429 {r.share_429:.1%}, attempts burnt "
                 f"{r.attempts_burnt}, {r.ops_per_message:.2f} slot ops/msg")
 
