@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 from shared.errors import OutboxError
 
 if TYPE_CHECKING:
-    from shared.ports import SlotPort
+    from shared.ports import BudgetPort, SlotPort
     from shared.settings import Settings
 
 Clock = Callable[[], float]
@@ -132,6 +132,7 @@ class MailboxLimiter:
         max_wait_s: float,
         concurrency: int | None = None,
         slots: SlotPort | None = None,
+        shared_budget: BudgetPort | None = None,
         slot_wait_s: float | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
@@ -149,6 +150,7 @@ class MailboxLimiter:
         self.margin_s = min(1.0, window_s / 100)
         self.max_wait_s = max(0.0, max_wait_s)
         self.concurrency = slots.capacity if slots is not None else concurrency
+        self._shared_budget = shared_budget
         self._slots: SlotPort | None = slots if slots is not None else (
             LocalSlots(concurrency) if concurrency is not None else None)
         self.slot_wait_s = self.max_wait_s if slot_wait_s is None else max(0.0, slot_wait_s)
@@ -272,8 +274,7 @@ class MailboxLimiter:
                     wait, reason = self._wait_needed(box, now, cost, promises=not entitled)
                 if wait <= 0:
                     box.log.extend([now] * cost)
-                    return
-                if wait > self.max_wait_s:
+                elif wait > self.max_wait_s:
                     # Over budget: a promise of its own unit. Paused: everyone waits for the same end.
                     lead = 0.0
                     if box.paused_until > now:
@@ -281,19 +282,38 @@ class MailboxLimiter:
                     else:
                         due = promise[0] if promise is not None else self._promise(box, now, cost, holder)
                         lead = self.return_lead_s
-                    raise OutboxError(
-                        "throttled",
-                        PAUSED_CODE,
-                        transport=self._transport,
-                        retryable=True,
-                        request_sent=False,
-                        # A little early: a re-queued message returns late more often than not (polling),
-                        # and one that is early waits here for its unit (up to OUTBOX_PACING_MAX_WAIT_S).
-                        retry_after=float(max(1, math.ceil(due - now - lead))),
-                        detail=f"{self.service} for {key} is {reason}; {due - now:.1f} s to its turn",
-                        hint="outbox paces each mailbox under Microsoft's limits; the message is re-queued",
-                    )
-            self._sleep(wait)
+                    raise self._deferred(key, reason, due - now, lead)
+            if wait > 0:
+                self._sleep(wait)
+                continue
+            if self._shared_budget is None:
+                return
+            # This process's own budget allows it; the budget every instance shares must too.
+            shared_wait = self._shared_budget.take(key, cost)
+            if shared_wait <= 0:
+                return
+            with self._lock:
+                for _ in range(cost):
+                    with contextlib.suppress(ValueError):
+                        box.log.remove(now)
+            reason = f"over the budget of {self.budget} per {self.window_s:g} s its instances share"
+            if shared_wait > self.max_wait_s:
+                raise self._deferred(key, reason, shared_wait, 0.0)
+            self._sleep(shared_wait)
+
+    def _deferred(self, key: str, reason: str, wait: float, lead: float) -> OutboxError:
+        return OutboxError(
+            "throttled",
+            PAUSED_CODE,
+            transport=self._transport,
+            retryable=True,
+            request_sent=False,
+            # A promised unit: a little early, since a re-queued message returns late more often than not
+            # (polling), and one that is early waits here for its unit (up to OUTBOX_PACING_MAX_WAIT_S).
+            retry_after=float(max(1, math.ceil(wait - lead))),
+            detail=f"{self.service} for {key} is {reason}; {wait:.1f} s to its turn",
+            hint="outbox paces each mailbox under Microsoft's limits; the message is re-queued",
+        )
 
     def _drop_promise(self, box: _Mailbox, holder: str, promise: tuple[float, int]) -> None:
         due, units = promise
@@ -357,10 +377,12 @@ class MailboxLimiter:
 
 @dataclass(frozen=True)
 class MailboxSlots:
-    """The slots a store shares between instances: Graph requests in flight, SMTP connections."""
+    """What a store shares between instances: Graph requests in flight, SMTP connections, and the Graph
+    request budget (None: each process keeps its own)."""
 
     graph: SlotPort
     smtp: SlotPort
+    graph_budget: BudgetPort | None = None
 
 
 class Pacing:
@@ -382,6 +404,7 @@ class Pacing:
             window_s=settings.graph_budget_window_s,
             max_wait_s=settings.pacing_max_wait_s,
             slots=slots.graph if slots is not None else LocalSlots(settings.graph_concurrency),
+            shared_budget=slots.graph_budget if slots is not None else None,
             # A slot frees when a request ends, and a request never outlives the HTTP timeout.
             slot_wait_s=max(settings.pacing_max_wait_s, settings.http_timeout_s),
             clock=clock,

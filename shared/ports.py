@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from shared.storage.status import Claim, Queued, StatusRow
     from shared.transports.base import BlobSource, Transport
 
-__all__ = ["BlobSource", "PipelineSettings", "QueuePort", "SlotPort", "StatusPort", "Transport", "TransportSource"]
+__all__ = ["BlobSource", "BudgetPort", "PipelineSettings", "QueuePort", "SlotPort", "StatusPort", "Transport", "TransportSource"]
 
 
 class PipelineSettings(AcceptanceRules, RetryRules, Protocol):
@@ -107,4 +107,13 @@ class SlotPort(Protocol):
 
     def close(self) -> None:
         """Give back whatever is held for good (a store releases its leases so others need not wait)."""
+        ...
+
+
+class BudgetPort(Protocol):
+    """A request budget per mailbox shared by every instance (Graph: 10,000 per 10 minutes per app and
+    mailbox); ``shared.storage.budget.BlobBudget``. Each process still keeps its own window too."""
+
+    def take(self, mailbox: str, cost: int = 1) -> float:
+        """0.0: ``cost`` requests may go now (they are counted); else the seconds until they would fit."""
         ...

@@ -120,8 +120,10 @@ def slot_client_options(settings: Settings, options: StorageOptions) -> dict[str
 
 
 def build_slots(settings: Settings, blob_service: Any) -> MailboxSlots:
-    """Graph request slots and SMTP connection slots per app + mailbox, as blob leases."""
+    """Graph request slots and SMTP connection slots per app + mailbox, as blob leases, and the Graph request
+    budget per app + mailbox, as counts in blob metadata."""
     from shared.pacing import MailboxSlots
+    from shared.storage.budget import BlobBudget
     from shared.storage.slots import BlobSlots
 
     container = blob_service.get_container_client(settings.slots_container)
@@ -131,4 +133,8 @@ def build_slots(settings: Settings, blob_service: Any) -> MailboxSlots:
                       safe_share=settings.graph_concurrency // settings.expected_instances, **common)
     smtp = BlobSlots(container, service="smtp", capacity=settings.smtp_connections,
                      safe_share=settings.smtp_connections // settings.expected_instances, **common)
-    return MailboxSlots(graph, smtp)
+    budget = BlobBudget(container, scope=settings.client_id or "app", limit=settings.graph_budget_requests,
+                        window_s=settings.graph_budget_window_s,
+                        safe_share=settings.graph_budget_requests // settings.expected_instances,
+                        retry_s=settings.slot_lease_s / 3)
+    return MailboxSlots(graph, smtp, budget)

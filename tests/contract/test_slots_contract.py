@@ -59,3 +59,19 @@ def test_a_lease_held_by_another_instance_is_a_slot_outbox_does_not_get(world: t
         BlobLeaseClient(other.get_blob_client(name)).acquire(lease_duration=15)
     assert slots.graph.take(MAILBOX, 2.0) is True  # the fourth
     assert slots.graph.take(MAILBOX, 0.5) is False
+
+
+def test_requests_another_instance_counted_in_the_budget_blob_are_not_granted_again(
+        world: tuple[Any, Any]) -> None:
+    import time
+
+    slots, other = world
+    digest = hashlib.sha256(MAILBOX.strip().lower().encode("utf-8")).hexdigest()[:32]
+    bucket = int(time.time() // (600 / 40))  # the default window, OUTBOX_GRAPH_BUDGET_WINDOW_S = 600
+    # Another instance granted itself 9,999 of the 10,000 in this bucket.
+    other.upload_blob(f"budget/{CLIENT_ID}/{digest}", b"", metadata={f"b{bucket}": "9999"}, overwrite=True)
+    budget = slots.graph_budget
+    assert budget.take(MAILBOX) == 0.0  # the last one
+    assert budget.take(MAILBOX) > 0  # then wait: the window is full across instances
+    metadata = other.get_blob_client(f"budget/{CLIENT_ID}/{digest}").get_blob_properties().metadata
+    assert sum(int(v) for k, v in metadata.items() if k.startswith("b")) == 10_000
