@@ -223,9 +223,17 @@ class GraphLimits:
     max_request_bytes: int = 4 * 1024 * 1024
     latency_ms: float = 0.0
     """Base latency of every Graph request (held while the request counts as in flight)."""
+    rejected_requests_count: bool = False
+    """A request answered 429 still counts against the request budget. Microsoft: "Avoid immediate
+    retries, because all requests accrue against your usage limits" (graph/throttling), so a client that
+    hammers a throttled mailbox keeps its own window full. Off: a rejection consumes nothing."""
+    concurrency_retry_after_s: int = 1
+    """Retry-After of the MailboxConcurrency 429 (Microsoft does not document it; clients report short ones)."""
 
     def __post_init__(self) -> None:
         _check_latency("limits.graph", self.latency_ms)
+        if self.concurrency_retry_after_s < 1:
+            raise ScenarioError("limits.graph.concurrency_retry_after_s must be >= 1")
 
 
 @dataclass(frozen=True)

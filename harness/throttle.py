@@ -148,6 +148,12 @@ class GraphLimitsLike(Protocol):
     @property
     def upload_window_s(self) -> float: ...
 
+    @property
+    def rejected_requests_count(self) -> bool: ...
+
+    @property
+    def concurrency_retry_after_s(self) -> int: ...
+
 
 class SmtpLimitsLike(Protocol):
     """``harness.scenario.SmtpLimits``: Exchange Online SMTP AUTH submission limits per mailbox."""
@@ -193,14 +199,21 @@ class GraphThrottle:
         """Admit one request (then the caller must ``leave``) or say why not.
 
         Order as a client meets them: too many in flight, then the request budget, then incoming bytes.
-        A rejected request consumes nothing.
+        A rejected request consumes nothing, unless ``rejected_requests_count``: then a 429 for
+        concurrency or budget is one more request in the window (Microsoft logs usage while throttled).
         """
         key = (app_id, mailbox.lower())
+        counts = self.limits.rejected_requests_count
         if not self.concurrency.try_acquire(key):
-            return GraphRejection("graph.mailbox_concurrency", CONCURRENCY_RETRY_AFTER_S)
+            if counts:
+                self.requests.consume(key)
+            return GraphRejection("graph.mailbox_concurrency", self.limits.concurrency_retry_after_s)
         wait = self.requests.try_consume(key)
         if wait > 0:
             self.concurrency.release(key)
+            if counts:
+                self.requests.consume(key)
+                wait = self.requests.wait(key)
             return GraphRejection("graph.request_budget", retry_after_seconds(wait))
         if body_bytes:
             wait = self.upload_bytes.try_consume(key, body_bytes)

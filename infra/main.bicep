@@ -181,11 +181,36 @@ param outboxHttpTimeoutS string = '30'
 @description('OUTBOX_SMTP_TIMEOUT_S: socket timeout of SMTP commands, in seconds.')
 param outboxSmtpTimeoutS string = '30'
 
-@description('OUTBOX_GRAPH_CONCURRENCY: Graph requests in flight per mailbox per instance (Outlook allows 4).')
+@description('OUTBOX_GRAPH_CONCURRENCY: Graph requests in flight per mailbox (Outlook allows 4), across all instances with OUTBOX_SLOTS=blob.')
 param outboxGraphConcurrency string = '4'
 
-@description('OUTBOX_SMTP_CONNECTIONS: SMTP connections per mailbox per instance (Exchange allows 3).')
+@description('OUTBOX_SMTP_CONNECTIONS: SMTP connections per mailbox (Exchange allows 3), across all instances with OUTBOX_SLOTS=blob.')
 param outboxSmtpConnections string = '3'
+
+@description('OUTBOX_SLOTS: blob shares the per-mailbox slots between instances through blob leases; local counts them per instance.')
+@allowed([
+  'blob'
+  'local'
+])
+param outboxSlots string = 'blob'
+
+@description('OUTBOX_SLOTS_CONTAINER: blob container holding one blob per mailbox slot (created here, granted to the function only).')
+param outboxSlotsContainer string = 'outbox-slots'
+
+@description('OUTBOX_SLOT_LEASE_S: lease period of a slot blob, 15-60 s; a crashed instance frees its slots this long after it stopped.')
+param outboxSlotLeaseS string = '15'
+
+@description('OUTBOX_SLOT_IDLE_S: a slot lease unused this long is given back for other instances, in seconds.')
+param outboxSlotIdleS string = '0.25'
+
+@description('OUTBOX_SLOT_PROBE_S: how often an instance that wants a slot held elsewhere looks for a free one, in seconds.')
+param outboxSlotProbeS string = '0.25'
+
+@description('OUTBOX_SLOT_TIMEOUT_S: a slot-store request slower than this counts as a store failure, in seconds.')
+param outboxSlotTimeoutS string = '2'
+
+@description('OUTBOX_EXPECTED_INSTANCES: instances that may send at once (2 scale groups x maximumInstanceCount + always ready); each takes floor(slots / this) while the slot store fails.')
+param outboxExpectedInstances string = '8'
 
 @description('OUTBOX_GRAPH_BUDGET_REQUESTS: Graph requests per mailbox per budget window.')
 param outboxGraphBudgetRequests string = '10000'
@@ -296,6 +321,13 @@ var outboxSettings = {
   OUTBOX_SMTP_TIMEOUT_S: outboxSmtpTimeoutS
   OUTBOX_GRAPH_CONCURRENCY: outboxGraphConcurrency
   OUTBOX_SMTP_CONNECTIONS: outboxSmtpConnections
+  OUTBOX_SLOTS: outboxSlots
+  OUTBOX_SLOTS_CONTAINER: outboxSlotsContainer
+  OUTBOX_SLOT_LEASE_S: outboxSlotLeaseS
+  OUTBOX_SLOT_IDLE_S: outboxSlotIdleS
+  OUTBOX_SLOT_PROBE_S: outboxSlotProbeS
+  OUTBOX_SLOT_TIMEOUT_S: outboxSlotTimeoutS
+  OUTBOX_EXPECTED_INSTANCES: outboxExpectedInstances
   OUTBOX_GRAPH_BUDGET_REQUESTS: outboxGraphBudgetRequests
   OUTBOX_GRAPH_BUDGET_WINDOW_S: outboxGraphBudgetWindowS
   OUTBOX_SMTP_RATE_PER_WINDOW: outboxSmtpRatePerWindow
@@ -366,6 +398,7 @@ module storage './app/storage.bicep' = {
     signinContainerName: outboxSigninContainer
     deploymentContainerName: deploymentContainerName
     hostContainerNames: hostContainerNames
+    slotsContainerName: outboxSlotsContainer
     attachmentRetentionDays: attachmentRetentionDays
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsWorkspaceId
   }
@@ -415,6 +448,7 @@ module rbac './app/rbac.bicep' = {
     signinContainerName: outboxSigninContainer
     deploymentContainerName: deploymentContainerName
     hostContainerNames: hostContainerNames
+    slotsContainerName: outboxSlotsContainer
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     producerPrincipalIds: filter(split(replace(producerPrincipalIds, ' ', ''), ','), id => !empty(id))

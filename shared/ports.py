@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from shared.storage.status import Claim, Queued, StatusRow
     from shared.transports.base import BlobSource, Transport
 
-__all__ = ["BlobSource", "PipelineSettings", "QueuePort", "StatusPort", "Transport", "TransportSource"]
+__all__ = ["BlobSource", "BudgetPort", "PipelineSettings", "QueuePort", "SlotPort", "StatusPort", "Transport", "TransportSource"]
 
 
 class PipelineSettings(AcceptanceRules, RetryRules, Protocol):
@@ -75,3 +75,45 @@ class TransportSource(Protocol):
     """The transports by name (shared.senders.Senders)."""
 
     def transport(self, name: str) -> Transport: ...
+
+
+class SlotPort(Protocol):
+    """Per-mailbox slots of one service: a Graph request in flight holds one (Outlook allows 4 per app and
+    mailbox), an open SMTP connection holds one (Exchange allows 3).
+
+    ``shared.pacing.LocalSlots`` counts them in this process (``OUTBOX_SLOTS=local``);
+    ``shared.storage.slots.BlobSlots`` shares them with every instance through blob leases
+    (``OUTBOX_SLOTS=blob``). Slots are counted, not named: whoever gives one back gives back any.
+    """
+
+    @property
+    def capacity(self) -> int:
+        """Slots per mailbox across everyone who shares them."""
+        ...
+
+    @property
+    def idle_s(self) -> float:
+        """How long a slot given back stays this process's (inf: it never leaves). An SMTP session idle this
+        long is closed: Exchange counts the open connection, not the message."""
+        ...
+
+    def take(self, mailbox: str, wait_s: float) -> bool:
+        """Hold one slot of ``mailbox``, waiting up to ``wait_s`` for one to free; False when none did."""
+        ...
+
+    def give_back(self, mailbox: str) -> None:
+        """End one hold of ``mailbox`` (the request ended, the connection closed)."""
+        ...
+
+    def close(self) -> None:
+        """Give back whatever is held for good (a store releases its leases so others need not wait)."""
+        ...
+
+
+class BudgetPort(Protocol):
+    """A request budget per mailbox shared by every instance (Graph: 10,000 per 10 minutes per app and
+    mailbox); ``shared.storage.budget.BlobBudget``. Each process still keeps its own window too."""
+
+    def take(self, mailbox: str, cost: int = 1) -> float:
+        """0.0: ``cost`` requests may go now (they are counted); else the seconds until they would fit."""
+        ...

@@ -74,7 +74,10 @@ def build_runtime(settings: Settings, *, sending: bool = True, storage: StorageO
         from shared.senders import Senders
 
         try:
-            senders = Senders.from_settings(settings, signins=stores.signins)
+            from shared.pacing import Pacing
+
+            senders = Senders.from_settings(settings, pacing=Pacing.from_settings(settings, slots=stores.slots),
+                                            signins=stores.signins)
         except BaseException:
             stores.close()
             raise

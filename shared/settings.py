@@ -259,10 +259,37 @@ class Settings:
     smtp_timeout_s: float = setting(
         "OUTBOX_SMTP_TIMEOUT_S", "30", "Socket timeout of SMTP commands, in seconds.", number(0.001))
     graph_concurrency: int = setting(
-        "OUTBOX_GRAPH_CONCURRENCY", "4", "Graph requests in flight per mailbox per process (Outlook allows 4).",
-        whole(1))
+        "OUTBOX_GRAPH_CONCURRENCY", "4",
+        "Graph requests in flight per mailbox (Outlook allows 4): across all instances with OUTBOX_SLOTS=blob, "
+        "per process with local.", whole(1))
     smtp_connections: int = setting(
-        "OUTBOX_SMTP_CONNECTIONS", "3", "SMTP connections per mailbox per process (Exchange allows 3).", whole(1))
+        "OUTBOX_SMTP_CONNECTIONS", "3",
+        "SMTP connections per mailbox (Exchange allows 3): across all instances with OUTBOX_SLOTS=blob, per "
+        "process with local.", whole(1))
+    slots: Literal["local", "blob"] = setting(
+        "OUTBOX_SLOTS", "blob",
+        "Where the per-mailbox slots are counted: blob (leases in the storage account, shared by every "
+        "instance) or local (per process: one instance, or a static split).", choice("local", "blob"))
+    slots_container: str = setting(
+        "OUTBOX_SLOTS_CONTAINER", "outbox-slots", "Blob container holding one blob per mailbox slot (OUTBOX_SLOTS=blob).")
+    slot_lease_s: float = setting(
+        "OUTBOX_SLOT_LEASE_S", "15",
+        "Lease period of a slot blob, 15-60 s: a crashed instance's slots free this long after it stopped renewing.",
+        lambda r, name: _lease_period(r.number(name, float, 15), r.problems))
+    slot_idle_s: float = setting(
+        "OUTBOX_SLOT_IDLE_S", "0.25", "A slot lease unused this long is given back for other instances, in seconds.",
+        number())
+    slot_probe_s: float = setting(
+        "OUTBOX_SLOT_PROBE_S", "0.25",
+        "How often an instance that wants a slot held elsewhere looks for a free one, in seconds.", number(0.01))
+    slot_timeout_s: float = setting(
+        "OUTBOX_SLOT_TIMEOUT_S", "2",
+        "A slot-store request slower than this counts as a store failure (the safe share applies), in seconds.",
+        number(0.001))
+    expected_instances: int = setting(
+        "OUTBOX_EXPECTED_INSTANCES", "8",
+        "Instances that may send at once (queue + HTTP scale groups + always-ready); while the slot store fails "
+        "each takes floor(slots / this), at least 1.", whole(1))
     graph_budget_requests: int = setting(
         "OUTBOX_GRAPH_BUDGET_REQUESTS", "10000", "Graph requests per mailbox per budget window.", whole(1))
     graph_budget_window_s: float = setting(
@@ -526,6 +553,12 @@ def _ca_bundle(path: str | None, problems: dict[str, str]) -> str | None:
     return path
 
 
+def _lease_period(value: float, problems: dict[str, str]) -> float:
+    if value > 60:
+        problems["OUTBOX_SLOT_LEASE_S"] = f"a blob lease lasts 15 to 60 s (Lease Blob), not {value:g}"
+    return min(value, 60.0)
+
+
 def _upload_chunk(size: int, problems: dict[str, str]) -> int:
     if size >= 4 * MiB:
         problems["OUTBOX_UPLOAD_CHUNK_BYTES"] = "must be under 4 MiB (Graph's limit per upload range)"
@@ -591,7 +624,8 @@ def load_settings(
     signins = parsed["signin_container"]
     if not _CONTAINER_NAME.match(signins):
         problems["OUTBOX_SIGNIN_CONTAINER"] = f"{signins!r} is not a blob container name"
-    elif signins in parsed["attachment_containers"] or signins.startswith(HOST_CONTAINER_PREFIXES):
+    elif (signins in parsed["attachment_containers"] or signins == parsed.get("slots_container")
+          or signins.startswith(HOST_CONTAINER_PREFIXES)):
         problems["OUTBOX_SIGNIN_CONTAINER"] = (f"{signins!r} is a container producers may name or the host's: "
                                                "the sign-ins need a container of their own")
     cloud = _cloud(r)

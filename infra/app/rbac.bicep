@@ -13,6 +13,9 @@ param deploymentContainerName string
 
 @description('Containers the Functions host keeps its locks and keys in.')
 param hostContainerNames array
+
+@description('Container of the per-mailbox slot blobs.')
+param slotsContainerName string
 param keyVaultName string
 param applicationInsightsName string
 
@@ -65,6 +68,11 @@ resource attachmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/co
 resource signinContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = {
   parent: blobService
   name: signinContainerName
+}
+
+resource slotsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = {
+  parent: blobService
+  name: slotsContainerName
 }
 
 resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' existing = [for containerName in hostContainerNames: {
@@ -172,6 +180,17 @@ resource functionSignins 'Microsoft.Authorization/roleAssignments@2022-04-01' = 
 resource functionDeploymentContainer 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(deploymentContainer.id, functionPrincipalId, roles.storageBlobDataContributor)
   scope: deploymentContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Mailbox slots: create the slot blobs, lease, renew and release them (shared/storage/slots.py).
+resource functionSlots 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(slotsContainer.id, functionPrincipalId, roles.storageBlobDataContributor)
+  scope: slotsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.storageBlobDataContributor)
     principalId: functionPrincipalId

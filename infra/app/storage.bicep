@@ -26,6 +26,9 @@ param logAnalyticsWorkspaceId string
 @description('Containers the Functions host keeps its locks and keys in, created here so the function identity can be granted them one by one instead of every container of the account.')
 param hostContainerNames array
 
+@description('Container of the per-mailbox slot blobs (OUTBOX_SLOTS=blob): leases only, no lifecycle rule.')
+param slotsContainerName string
+
 resource storage 'Microsoft.Storage/storageAccounts@2024-01-01' = {
   name: name
   location: location
@@ -109,6 +112,15 @@ resource attachmentsContainer 'Microsoft.Storage/storageAccounts/blobServices/co
 resource signinContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' = {
   parent: blobService
   name: signinContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// One empty blob per mailbox slot; instances share Outlook's per-mailbox limits by leasing them.
+resource slotsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2024-01-01' = {
+  parent: blobService
+  name: slotsContainerName
   properties: {
     publicAccess: 'None'
   }

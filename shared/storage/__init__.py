@@ -1,5 +1,6 @@
 """Everything outbox keeps in the storage account, in one place: the status table, the work and poison
-queues, attachment blobs, and how their clients are built.
+queues, attachment blobs, the per-mailbox slots shared by instances (``OUTBOX_SLOTS=blob``), and how their
+clients are built.
 
 ``build_stores(settings)`` is the one builder: the Functions runtime, the CLI (with its short retry
 profile), the local host's demo and the benchmarks all take their stores from it, so a client option
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from shared.pacing import MailboxSlots
     from shared.settings import Settings
     from shared.signins.store import SigninStore
     from shared.storage.blobs import AzureBlobSource
@@ -60,16 +62,23 @@ class StorageOptions:
 
 @dataclass
 class Stores:
-    """The status table, the queues and the attachment reader over one set of clients."""
+    """The status table, the queues and the attachment reader over one set of clients, and the mailbox
+    slots (None with ``OUTBOX_SLOTS=local``: the pacing counts them in process)."""
 
     status: StatusStore
     queues: QueueStore
     blobs: AzureBlobSource
     signins: SigninStore  # delegated mailboxes' sign-ins (shared.signins)
+    slots: MailboxSlots | None = None
+    slot_client: Any = None  # the slots' own blob client (short timeout, no retries)
 
     def close(self) -> None:
-        """Close every client; one that fails to close does not keep the others open."""
-        for part in (self.status, self.queues, self.blobs):
+        """Close every client; one that fails to close does not keep the others open. Slots first: their
+        leases are released, so other instances need not wait for them to expire."""
+        parts: list[Any] = [self.slots.graph, self.slots.smtp] if self.slots is not None else []
+        if self.slot_client is not None:
+            parts.append(self.slot_client)
+        for part in (*parts, self.status, self.queues, self.blobs):
             try:
                 part.close()
             except Exception:
@@ -100,4 +109,36 @@ def build_stores(settings: Settings, options: StorageOptions | None = None) -> S
         container=settings.attachments_container,
     )
     blobs = AzureBlobSource(blob_service, containers=settings.attachment_containers)
-    return Stores(status, queues, blobs, SigninStore(blob_service, settings.signin_container))
+    signins = SigninStore(blob_service, settings.signin_container)
+    if settings.slots != "blob":
+        return Stores(status, queues, blobs, signins)
+    slot_client = settings.storage.blob_service_client(**slot_client_options(settings, opts))
+    return Stores(status, queues, blobs, signins, build_slots(settings, slot_client), slot_client)
+
+
+def slot_client_options(settings: Settings, options: StorageOptions) -> dict[str, Any]:
+    """A slow slot store must not hold a send: each request gives up after OUTBOX_SLOT_TIMEOUT_S, without
+    the SDK's retries (the safe share takes over; the store is tried again a third of a lease later)."""
+    timeout = settings.slot_timeout_s
+    return {**options.services, "connection_timeout": timeout, "read_timeout": timeout, "retry_total": 0}
+
+
+def build_slots(settings: Settings, blob_service: Any) -> MailboxSlots:
+    """Graph request slots and SMTP connection slots per app + mailbox, as blob leases, and the Graph request
+    budget per app + mailbox, as counts in blob metadata."""
+    from shared.pacing import MailboxSlots
+    from shared.storage.budget import BlobBudget
+    from shared.storage.slots import BlobSlots
+
+    container = blob_service.get_container_client(settings.slots_container)
+    common: dict[str, Any] = {"scope": settings.client_id or "app", "lease_s": settings.slot_lease_s,
+                              "idle_s": settings.slot_idle_s, "probe_s": settings.slot_probe_s}
+    graph = BlobSlots(container, service="graph", capacity=settings.graph_concurrency,
+                      safe_share=settings.graph_concurrency // settings.expected_instances, **common)
+    smtp = BlobSlots(container, service="smtp", capacity=settings.smtp_connections,
+                     safe_share=settings.smtp_connections // settings.expected_instances, **common)
+    budget = BlobBudget(container, scope=settings.client_id or "app", limit=settings.graph_budget_requests,
+                        window_s=settings.graph_budget_window_s,
+                        safe_share=settings.graph_budget_requests // settings.expected_instances,
+                        retry_s=settings.slot_lease_s / 3)
+    return MailboxSlots(graph, smtp, budget)

@@ -149,7 +149,7 @@ class GraphTransport:
         return render_graph.to_json_bytes(render_graph.render_send_mail(message, internet_message_id=imid))
 
     def _send_small(self, content: bytes, mailbox: str, imid: str, started: float) -> SendResult:
-        with self._pacing.graph.slot(mailbox):
+        with self._pacing.graph.slot(mailbox, holder=imid):
             response, client_request_id = self._request(
                 "POST", f"{self._user_url(mailbox)}/sendMail", mailbox=mailbox, operation="send",
                 content=content, delivers=True,
@@ -211,7 +211,7 @@ class GraphTransport:
         # Draft + posted attachments + upload sessions + send run one after another: one slot, and
         # every request paid from the budget up front so the sequence is never cut off halfway.
         cost = 2 + len(plan.posted_attachments) + len(sessions)
-        with self._pacing.graph.slot(mailbox, cost=cost):
+        with self._pacing.graph.slot(mailbox, cost=cost, holder=imid):
             response, _ = self._request(
                 "POST", f"{user}/messages", mailbox=mailbox, operation="create_draft", content=draft
             )

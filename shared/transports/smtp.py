@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 _DOT_AT_LINE_START = re.compile(rb"(?m)^\.")
 # A session is not reused once its token is this close to expiry (Exchange may end the session then).
 _TOKEN_REUSE_MARGIN_S = 60.0
+# How long one look for a shared connection slot waits before the pool is checked again.
+_SLOT_STEP_S = 0.25
 STARTTLS_NOT_OFFERED = "outbox.starttls_not_offered"
 
 
@@ -71,6 +73,7 @@ class _Session:
 
 @dataclass(eq=False)
 class _Pool:
+    key: str  # the mailbox, lower case
     limit: int
     idle: deque[_Session] = field(default_factory=deque)
     open: int = 0
@@ -101,6 +104,9 @@ class SmtpTransport:
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
         self.sessions_opened = 0  # connections made (benchmarks and tests read it)
+        # Shared slots (OUTBOX_SLOTS=blob): an idle session holds a connection other instances could use,
+        # at Exchange too, so it is closed as soon as its slot would be given back.
+        self._idle_s = min(settings.smtp_idle_s, pacing.smtp_slots.idle_s)
 
     # -- Transport API --------------------------------------------------------------------------
 
@@ -112,7 +118,7 @@ class SmtpTransport:
         message = load_blobs(message, blobs)
         payload = render_mime.to_bytes(render_mime.render_mime(message, message_id=internet_message_id))
         recipients = render_mime.envelope_recipients(message)
-        self._pacing.smtp.spend(mailbox)
+        self._pacing.smtp.spend(mailbox, holder=internet_message_id)
         reply = self._deliver(mailbox, recipients, payload)
         return SendResult(
             transport="smtp",
@@ -138,8 +144,7 @@ class SmtpTransport:
                 pool.idle.clear()
                 pool.open -= len(sessions)
                 pool.cond.notify_all()
-            for session in sessions:
-                _quit(session)
+            self._quit_all(pool.key, sessions)
         if self._reaper is not None:
             self._reaper.join(timeout=5)
 
@@ -233,7 +238,7 @@ class SmtpTransport:
             with self._pools_lock:
                 pool = self._pools.get(key)
                 if pool is None:
-                    pool = self._pools[key] = _Pool(self._settings.smtp_connections)
+                    pool = self._pools[key] = _Pool(key, self._settings.smtp_connections)
                     self._start_reaper()
         return pool
 
@@ -245,43 +250,76 @@ class SmtpTransport:
         session: _Session | None = None
         with pool.cond:
             while True:
-                now, wall = self._clock(), self._wall()
-                while pool.idle:
-                    candidate = pool.idle.pop()  # most recently used first: the warmest connection
-                    if self._reusable(candidate, now, wall):
-                        session = candidate
-                        break
-                    stale.append(candidate)
-                    pool.open -= 1
+                session = self._reuse(pool, stale)
                 if session is not None or pool.open < pool.limit:
                     break
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not pool.cond.wait(remaining):
                     if pool.idle or pool.open < pool.limit:
                         continue
-                    for s in stale:
-                        _quit(s)
-                    raise mailbox_busy(
-                        "smtp", f"{pool.limit} SMTP sessions for {mailbox} stayed busy for {wait_s:g} s",
-                        "OUTBOX_SMTP_CONNECTIONS caps sessions per mailbox (Exchange allows 3); re-queued",
-                    )
+                    self._quit_all(mailbox, stale)
+                    raise self._busy(pool, mailbox, wait_s)
             if session is None:
                 pool.open += 1  # reserve the connection before making it, outside the lock
-        for s in stale:
-            _quit(s)
+        self._quit_all(mailbox, stale)
         if session is not None:
             return session
+        # A connection also needs one of the mailbox's shared slots (every instance's connections count).
+        # Taken in short steps: a session of this process that frees meanwhile serves us instead.
+        slots = self._pacing.smtp_slots
+        while not slots.take(pool.key, min(_SLOT_STEP_S, max(0.0, deadline - time.monotonic()))):
+            with pool.cond:
+                session = self._reuse(pool, stale)
+                if session is not None or time.monotonic() >= deadline:
+                    pool.open -= 1  # the reservation is not needed (or not to be had)
+                    pool.cond.notify()
+            self._quit_all(mailbox, stale)
+            if session is not None:
+                return session
+            if time.monotonic() >= deadline:
+                raise self._busy(pool, mailbox, wait_s, shared=True)
         try:
             return self._open(mailbox)
         except BaseException:
+            slots.give_back(pool.key)
             with pool.cond:
                 pool.open -= 1
                 pool.cond.notify()
             raise
 
+    def _reuse(self, pool: _Pool, stale: list[_Session]) -> _Session | None:
+        """An idle session fit for reuse (under ``pool.cond``); unfit ones go to ``stale``."""
+        now, wall = self._clock(), self._wall()
+        while pool.idle:
+            candidate = pool.idle.pop()  # most recently used first: the warmest connection
+            if self._reusable(candidate, now, wall):
+                return candidate
+            stale.append(candidate)
+            pool.open -= 1
+        return None
+
+    def _quit_all(self, mailbox: str, sessions: list[_Session]) -> None:
+        """Close sessions already taken off the pool's count, and give back their shared slots."""
+        for s in sessions:
+            _quit(s)
+            self._pacing.smtp_slots.give_back(mailbox.lower())
+        sessions.clear()
+
+    @staticmethod
+    def _busy(pool: _Pool, mailbox: str, wait_s: float, *, shared: bool = False) -> OutboxError:
+        if shared:
+            return mailbox_busy(
+                "smtp", f"every SMTP connection slot for {mailbox} stayed held by other instances for {wait_s:g} s",
+                "Exchange allows 3 connections per mailbox across all instances (OUTBOX_SLOTS=blob); re-queued",
+            )
+        return mailbox_busy(
+            "smtp", f"{pool.limit} SMTP sessions for {mailbox} stayed busy for {wait_s:g} s",
+            "OUTBOX_SMTP_CONNECTIONS caps sessions per mailbox (Exchange allows 3); re-queued",
+        )
+
     def _reusable(self, session: _Session, now: float, wall: float) -> bool:
         return (
-            now - session.last_used < self._settings.smtp_idle_s
+            now - session.last_used < self._idle_s
             and session.token_expires_on - _TOKEN_REUSE_MARGIN_S > wall
         )
 
@@ -303,6 +341,7 @@ class SmtpTransport:
             with pool.cond:
                 pool.open -= 1
                 pool.cond.notify()
+            self._pacing.smtp_slots.give_back(pool.key)
 
     def _open(self, mailbox: str) -> _Session:
         """Connect, EHLO, STARTTLS (required), EHLO, AUTH XOAUTH2; one fresh-token retry after 535."""
@@ -340,12 +379,12 @@ class SmtpTransport:
     # -- idle sessions ----------------------------------------------------------------------------
 
     def _start_reaper(self) -> None:
-        if self._reaper is None and self._settings.smtp_idle_s > 0:
+        if self._reaper is None and self._idle_s > 0:
             self._reaper = threading.Thread(target=self._reap_loop, name="outbox-smtp-idle", daemon=True)
             self._reaper.start()
 
     def _reap_loop(self) -> None:
-        interval = max(0.05, self._settings.smtp_idle_s / 2)
+        interval = max(0.05, self._idle_s / 2)
         while not self._stop.wait(interval):
             self.close_idle()
 
@@ -358,12 +397,12 @@ class SmtpTransport:
         for pool in pools:
             with pool.cond:
                 keep = deque(s for s in pool.idle if self._reusable(s, now, wall))
-                closed.extend(s for s in pool.idle if s not in keep)
-                pool.open -= len(pool.idle) - len(keep)
+                gone = [s for s in pool.idle if s not in keep]
+                pool.open -= len(gone)
                 pool.idle = keep
                 pool.cond.notify_all()
-        for session in closed:
-            _quit(session)
+            closed.extend(gone)
+            self._quit_all(pool.key, gone)
         return len(closed)
 
 

@@ -92,3 +92,20 @@ def test_ambiguous_run_loses_nothing_and_flags_every_second_copy() -> None:
     out = _bench("benchmarks.bench_ambiguous", "--messages", "30", "--ambiguous", "0.3")
     assert out.count("lost                         0") == 2, out
     assert out.count("every duplicate flagged      True") == 2, out
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_scaleout_shares_one_mailbox_between_two_host_processes() -> None:
+    out = _bench("benchmarks.bench_scaleout", "--quick", "--messages", "16", "--instances", "2",
+                 "--smtp-messages", "9")
+    assert "SUMMARY scaleout (blob):" in out, out
+    graph = re.search(r"graph, 2 host\(s\), slots blob:.*?429s: (\d+) of (\d+) Graph requests.*?"
+                      r"attempts spent by throttling: (\d+).*?slot-store operations: (\d+)", out, re.S)
+    assert graph is not None, out
+    throttled, requests, burnt, ops = map(int, graph.groups())
+    # The two processes share the mailbox's 4 slots through leases: never a 5th request in flight at Graph.
+    assert (throttled, requests, burnt) == (0, 16, 0), out
+    assert ops > 0, out  # the leases were really taken from the store
+    smtp = re.search(r"432 4.3.2 replies \(a 4th connection sending\): (\d+); delivered (\d+)", out)
+    assert smtp is not None and smtp.groups() == ("0", "9"), out

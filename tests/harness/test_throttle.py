@@ -99,3 +99,21 @@ def test_smtp_throttle_counts_messages_per_mailbox() -> None:
     assert throttle.take_message("a@x") == pytest.approx(60.0)
     assert throttle.take_message("b@x") == 0
     assert [throttle.threads.try_acquire("a@x") for _ in range(4)] == [True, True, True, False]
+
+
+def test_rejected_requests_count_against_the_budget_when_the_scenario_says_so() -> None:
+    # Microsoft: "all requests accrue against your usage limits"; a client retrying at once stays throttled.
+    for counts, expect in ((False, None), (True, "graph.request_budget")):
+        clock = Clock()
+        throttle = GraphThrottle(GraphLimits(concurrency=1, requests_per_window=2, window_s=10.0,
+                                             rejected_requests_count=counts, concurrency_retry_after_s=3), clock)
+        assert throttle.enter("app", "sender@x") is None
+        busy = throttle.enter("app", "sender@x")  # a 2nd in flight: 429 MailboxConcurrency
+        assert busy is not None and (busy.catalog, busy.retry_after) == ("graph.mailbox_concurrency", 3)
+        throttle.leave("app", "sender@x")
+        third = throttle.enter("app", "sender@x")
+        assert (third.catalog if third else None) == expect
+        if third is not None:
+            # The rejections themselves filled the window: the 429 counted too, so waiting is longer.
+            assert throttle.enter("app", "sender@x") is not None
+            assert throttle.requests.used(("app", "sender@x")) == 4

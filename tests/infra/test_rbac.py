@@ -45,6 +45,7 @@ EXPECTED_RBAC = {
     ("functionPrincipalId", "Storage Table Data Contributor", "tables", "statusTableName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "attachmentsContainerName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "deploymentContainerName"),
+    ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "slotsContainerName"),
     ("functionPrincipalId", "Storage Blob Data Contributor", "containers", "hostContainerNames[*]"),
     ("functionPrincipalId", "Key Vault Certificate User", "vaults", "keyVaultName"),
     # Delegated sign-ins (sealed MSAL caches): read and write back after a refresh; the sealing key is a

@@ -50,12 +50,12 @@ def test_budget_allows_exactly_the_window_then_requeues_with_the_time_left():
         lim.spend("a@x.example")
         clock.advance(1)
     # 5 spent at t=0..4; now t=5: the first leaves the window at t=10 (+0.1 s margin), 5.1 s away
-    # (> max wait 2 s), re-queued for whole seconds.
+    # (> max wait 2 s), re-queued for whole seconds, up to 1.5 s early (it may wait 2 s in process).
     with pytest.raises(OutboxError) as info:
         lim.spend("a@x.example")
     err = info.value
     assert (err.category, err.code, err.retryable, err.request_sent) == ("throttled", PAUSED_CODE, True, False)
-    assert err.retry_after == 6.0
+    assert err.retry_after == 4.0
     assert err.transport == "graph"
     assert clock.sleeps == []
 
@@ -211,3 +211,55 @@ def test_a_unit_frees_only_after_the_window_plus_a_margin_for_the_servers_later_
     clock.advance(lim.margin_s)
     lim.spend("a@x.example")
 
+
+
+def test_deferred_messages_get_successive_units_not_all_the_same_boundary():
+    clock = FakeClock()
+    lim = limiter(clock)  # 5 per 10 s, waits of up to 2 s in process
+    for _ in range(5):
+        lim.spend("a@x.example")
+        clock.advance(1)
+    delays = []
+    for n in range(4):  # at t=5: four messages deferred
+        with pytest.raises(OutboxError) as info:
+            lim.spend("a@x.example", holder=f"m{n}")
+        delays.append(info.value.retry_after)
+    # Units free at 10.1, 11.1, 12.1, 13.1 (t=0..3 + 10 s + margin): one each, in the order deferred, each
+    # told to come back up to 1.5 s early (it then waits in process for its unit). Without the promises all
+    # four came back at 10.1 and three were deferred again.
+    assert delays == [4.0, 5.0, 6.0, 7.0]
+    clock.advance(5)  # t=10: m0 is back early and waits (in process) for its unit at 10.1
+    lim.spend("a@x.example", holder="m0")
+    assert clock.sleeps == [pytest.approx(0.1)]
+    with pytest.raises(OutboxError):  # a newcomer may not take m1's unit (11.1), nor any promised one
+        lim.spend("a@x.example", holder="new")
+    clock.advance(1.0)  # t=11.1
+    lim.spend("a@x.example", holder="m1")  # m1's unit is there for m1
+
+
+def test_a_newcomer_may_not_take_a_unit_a_deferred_message_was_promised():
+    clock = FakeClock()
+    lim = limiter(clock, budget=2, window_s=10.0)
+    lim.spend("a@x.example")  # t=0
+    clock.advance(5)
+    with pytest.raises(OutboxError) as info:  # a large send (2 requests) fits only when t=0's unit leaves
+        lim.spend("a@x.example", cost=2, holder="large")
+    assert info.value.retry_after == 4.0  # promised both units at 10.1 (asked back up to 1.5 s early)
+    clock.advance(1)
+    # t=6: one unit is free now, but spending it would leave only one for the promise at 10.1.
+    with pytest.raises(OutboxError) as later:
+        lim.spend("a@x.example", holder="small")
+    assert later.value.retry_after >= 12.0  # its own turn: after the promised ones (10.1 + 10.1)
+    clock.advance(5)  # t=11: the large send comes back and gets both units
+    lim.spend("a@x.example", cost=2, holder="large")
+
+
+def test_a_promise_nobody_comes_back_for_lapses():
+    clock = FakeClock()
+    lim = limiter(clock, budget=2, window_s=10.0)
+    lim.spend("a@x.example", cost=2)
+    clock.advance(1)
+    with pytest.raises(OutboxError):  # promised the unit at 10.1
+        lim.spend("a@x.example", holder="gone")
+    clock.advance(9.2 + lim.promise_grace_s + 0.1)  # past the due time and its grace: it went elsewhere
+    lim.spend("a@x.example", cost=2)  # both units free: the lapsed promise holds nothing

@@ -1,0 +1,183 @@
+"""Mailbox slots shared through blob leases (shared/storage/slots.py) against Azurite: what several
+instances see, a holder that dies, and a store that stops answering."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.azurite import Azurite
+from shared.storage.slots import BlobSlots
+from tests.waiting import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+MAILBOX = "Sender@Contoso.example"
+
+
+def _container(connection_string: str, name: str, *, timeout: float = 2.0) -> Any:
+    from azure.storage.blob import BlobServiceClient
+
+    service = BlobServiceClient.from_connection_string(
+        connection_string, connection_timeout=timeout, read_timeout=timeout, retry_total=0)
+    return service.get_container_client(name)
+
+
+@pytest.fixture
+def make_slots(azurite: Azurite) -> Iterator[Callable[..., BlobSlots]]:
+    """Slot stores over one fresh container, as separate instances would build them."""
+    name = f"slots-{uuid.uuid4().hex[:12]}"
+    made: list[BlobSlots] = []
+
+    def factory(connection_string: str | None = None, **overrides: Any) -> BlobSlots:
+        options: dict[str, Any] = {"service": "graph", "capacity": 4, "scope": "app-1", "lease_s": 15,
+                                   "idle_s": 0.3, "probe_s": 0.05, "safe_share": 2, **overrides}
+        slots = BlobSlots(_container(connection_string or azurite.connection_string, name), **options)
+        made.append(slots)
+        return slots
+
+    yield factory
+    for slots in made:
+        slots.close()
+
+
+def test_one_instance_gets_all_four_slots_and_no_fifth(make_slots: Callable[..., BlobSlots]) -> None:
+    slots = make_slots()
+    assert all(slots.take(MAILBOX, 1.0) for _ in range(4))
+    assert slots.take(MAILBOX, 0.2) is False  # Outlook's 4th is the last
+    slots.give_back(MAILBOX)
+    assert slots.take(MAILBOX.lower(), 0.0) is True  # the held lease serves again, the address case aside
+    ops = slots.operations()
+    # One listing and one acquire per slot (plus the blobs created once); reuse costs nothing.
+    assert ops["acquire"] == 4 and ops.get("acquire_taken", 0) == 0, ops
+
+
+def test_instances_share_four_slots_and_an_idle_one_moves_to_who_needs_it(
+        make_slots: Callable[..., BlobSlots]) -> None:
+    a, b = make_slots(), make_slots()
+    assert all(a.take(MAILBOX, 1.0) for _ in range(3))
+    assert b.take(MAILBOX, 1.0) is True
+    assert b.take(MAILBOX, 0.3) is False and a.take(MAILBOX, 0.3) is False  # 4 in all, wherever held
+    a.give_back(MAILBOX)
+    started = time.monotonic()
+    assert b.take(MAILBOX, 5.0) is True  # a gives the idle lease back after OUTBOX_SLOT_IDLE_S
+    assert time.monotonic() - started < 3.0
+    assert a.held(MAILBOX) == 2 and b.held(MAILBOX) == 2
+
+
+def test_threads_of_two_instances_never_hold_more_than_four(make_slots: Callable[..., BlobSlots]) -> None:
+    instances = [make_slots(), make_slots()]
+    lock = threading.Lock()
+    in_flight, peak, done = [0], [0], [0]
+
+    def worker(slots: BlobSlots) -> None:
+        for _ in range(15):
+            if not slots.take(MAILBOX, 10.0):
+                continue
+            with lock:
+                in_flight[0] += 1
+                peak[0] = max(peak[0], in_flight[0])
+            time.sleep(0.01)  # a request in flight
+            with lock:
+                in_flight[0] -= 1
+                done[0] += 1
+            slots.give_back(MAILBOX)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in instances for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert peak[0] <= 4 and done[0] == 120
+
+
+_HOLDER = textwrap.dedent("""
+    import sys
+    from azure.storage.blob import BlobServiceClient
+    from shared.storage.slots import BlobSlots
+
+    container = BlobServiceClient.from_connection_string(sys.argv[1]).get_container_client(sys.argv[2])
+    slots = BlobSlots(container, service="graph", capacity=4, scope="app-1", lease_s=15, idle_s=60,
+                      probe_s=0.05, safe_share=2)
+    assert all(slots.take(sys.argv[3], 5.0) for _ in range(4))
+    print("held", flush=True)
+    sys.stdin.read()  # until killed
+""")
+
+
+@pytest.mark.timeout(90)
+def test_a_killed_holder_loses_its_slots_within_the_lease_period(azurite: Azurite) -> None:
+    name = f"slots-{uuid.uuid4().hex[:12]}"
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, azurite.connection_string, name, MAILBOX], cwd=ROOT,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        survivor = BlobSlots(_container(azurite.connection_string, name), service="graph", capacity=4, scope="app-1",
+                             lease_s=15, idle_s=1, probe_s=0.2, safe_share=2)
+        try:
+            assert survivor.take(MAILBOX, 0.5) is False  # all four are leased by the live holder
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait(10)
+            killed = time.monotonic()
+            assert all(survivor.take(MAILBOX, 25.0) for _ in range(4))
+            # The server frees an unrenewed lease after its period: at most 15 s (+ a probe and a margin).
+            assert time.monotonic() - killed <= 15 + 2.0
+        finally:
+            survivor.close()
+    finally:
+        if holder.poll() is None:
+            os.killpg(holder.pid, signal.SIGKILL)
+            holder.wait(10)
+
+
+@pytest.fixture
+def stallable() -> Iterator[Azurite]:
+    """An emulator of this test's own: stopping the session's would stall every other test."""
+    instance = Azurite().start()
+    try:
+        yield instance
+    finally:
+        if instance.pid:
+            os.killpg(instance.pid, signal.SIGCONT)
+        instance.stop()
+
+
+@pytest.mark.timeout(90)
+def test_a_stalled_store_falls_back_to_the_safe_share_says_so_once_and_recovers(
+        make_slots: Callable[..., BlobSlots], stallable: Azurite, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="outbox.slots")
+    slots = make_slots(stallable.connection_string, idle_s=60)
+    assert slots.take(MAILBOX, 1.0) is True
+    slots.give_back(MAILBOX)
+    assert stallable.pid is not None
+    os.killpg(stallable.pid, signal.SIGSTOP)
+    try:
+        # The held lease is used without a storage call; the next slot needs the store, which is silent.
+        assert slots.take(MAILBOX, 5.0) is True
+        assert slots.take(MAILBOX, 5.0) is True  # the safe share: floor(4 / expected 2) = 2
+        assert slots.degraded
+        assert slots.take(MAILBOX, 0.2) is False  # and no more
+        slots.give_back(MAILBOX)
+        assert slots.take(MAILBOX, 0.2) is True  # sending goes on at that share
+        degraded = [r for r in caplog.records if "unavailable" in r.getMessage()]
+        assert len(degraded) == 1 and "safe share of 2 of 4" in degraded[0].getMessage()
+    finally:
+        os.killpg(stallable.pid, signal.SIGCONT)
+    # The keeper tries the store a third of a lease period later and finds it back.
+    wait_until(lambda: not slots.degraded, 20, message=lambda: f"still degraded; {slots.operations()}")
+    assert [r for r in caplog.records if "answers again" in r.getMessage()]
+    slots.give_back(MAILBOX)
+    slots.give_back(MAILBOX)
+    assert all(slots.take(MAILBOX, 5.0) for _ in range(4))  # the whole mailbox again, through leases
+    assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
