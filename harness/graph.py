@@ -8,8 +8,9 @@ What it emulates, each answer in Graph's exact shape from ``shared.catalog``:
 * large attachments: draft (``POST /users/{upn}/messages``), ``createUploadSession``, ranged ``PUT`` to the
   pre-authenticated upload URL (which refuses an Authorization header, like Outlook), draft ``send``;
 * token checks (signature, audience, lifetime, roles), Application Access Policy scope, mailbox
-  existence and licence, Send As, request-body checks, Outlook throttling per app + mailbox, and the
-  scenario's scripted faults;
+  existence and licence, Send As, request-body checks, Outlook throttling per app + mailbox, Exchange's
+  size and recipient limits (``harness.graph_limits``: MaxSendSize and 150 MB mid-upload or at submission,
+  recipients per message and per day accepted and then answered with an NDR), and the scenario's faults;
 * delegated (user) tokens: ``/me/...`` is the signed-in user's mailbox; the user's own mailbox needs the
   scope (``Mail.Send``, ``Mail.ReadBasic``/``Mail.Read``/``Mail.ReadWrite``), another mailbox the
   ``.Shared`` scope and FullAccess on it (403 ErrorAccessDenied), and a From other than the user Send As
