@@ -8,8 +8,9 @@ What it emulates, each answer in Graph's exact shape from ``shared.catalog``:
 * large attachments: draft (``POST /users/{upn}/messages``), ``createUploadSession``, ranged ``PUT`` to the
   pre-authenticated upload URL (which refuses an Authorization header, like Outlook), draft ``send``;
 * token checks (signature, audience, lifetime, roles), Application Access Policy scope, mailbox
-  existence and licence, Send As, request-body checks, Outlook throttling per app + mailbox, and the
-  scenario's scripted faults;
+  existence and licence, Send As, request-body checks, Outlook throttling per app + mailbox, Exchange's
+  size and recipient limits (``harness.graph_limits``: MaxSendSize and 150 MB mid-upload or at submission,
+  recipients per message and per day accepted and then answered with an NDR), and the scenario's faults;
 * delegated (user) tokens: ``/me/...`` is the signed-in user's mailbox; the user's own mailbox needs the
   scope (``Mail.Send``, ``Mail.ReadBasic``/``Mail.Read``/``Mail.ReadWrite``), another mailbox the
   ``.Shared`` scope and FullAccess on it (403 ErrorAccessDenied), and a From other than the user Send As
@@ -41,10 +42,11 @@ from typing import Any
 
 from aiohttp import web
 
-from harness import graph_metadata
+from harness import graph_metadata, replies
 from harness import graph_validate as gv
 from harness.faults import ConnectionDropped, Fault, drop_http_connection
 from harness.graph_errors import error_response
+from harness.graph_limits import RecipientBudget, message_size
 from harness.runtime import FAKE_EXCHANGE_HOST, HarnessRuntime
 from harness.scenario import Scenario
 from harness.server import Endpoint
@@ -187,6 +189,7 @@ class GraphFake:
     def __init__(self, runtime: HarnessRuntime) -> None:
         self.runtime = runtime
         self._throttle = GraphThrottle(runtime.scenario.limits.graph)
+        self._recipients = self._new_recipient_budget()
         self._tokens: dict[tuple[str, str], Claims] = {}
         self.drafts: dict[str, _Draft] = {}
         self.sessions: dict[str, _UploadSession] = {}
@@ -196,6 +199,7 @@ class GraphFake:
     def reset(self) -> None:
         """Between tests: fresh limiter windows, no drafts, no upload sessions, no cached tokens."""
         self._throttle = GraphThrottle(self.runtime.scenario.limits.graph)
+        self._recipients = self._new_recipient_budget()
         self._tokens = {}
         self.drafts.clear()
         self.sessions.clear()
@@ -209,7 +213,16 @@ class GraphFake:
         if scenario.limits.graph != self._throttle.limits:
             # Requests in flight keep (and release) the limiter they entered.
             self._throttle = GraphThrottle(scenario.limits.graph)
+        limits = scenario.limits.graph
+        if (limits.recipients_per_day, limits.recipients_window_s) != (
+            self._recipients.limit, self._recipients.window_s
+        ):
+            self._recipients = self._new_recipient_budget()
         self._tokens = {}
+
+    def _new_recipient_budget(self) -> RecipientBudget:
+        limits = self.scenario.limits.graph
+        return RecipientBudget(limits.recipients_per_day, limits.recipients_window_s)
 
     @property
     def throttle(self) -> GraphThrottle:
@@ -431,6 +444,10 @@ class GraphFake:
         message = body["message"]
         assert isinstance(message, dict)  # check_send_body refused anything else
         self._check_send_as(call, message)
+        summaries = gv.summarize_attachments(message)
+        self._check_size(call, message, [a.size for a in summaries])
+        if self._refused_later(call, message, "sendMail"):
+            return web.Response(status=202, headers=call.headers())
         saved = gv.save_to_sent_items(body)
         self._deliver(
             call,
@@ -442,7 +459,7 @@ class GraphFake:
                     "name": a.name, "size": a.size, "sha256": a.sha256, "contentType": a.content_type,
                     "isInline": a.is_inline, "contentId": a.content_id, "via": "inline",
                 }
-                for a in gv.summarize_attachments(message)
+                for a in summaries
             ],
             operation="sendMail",
         )
@@ -464,6 +481,35 @@ class GraphFake:
         sender = gv.from_address(message)
         if sender and not self.scenario.may_send_as(call.mailbox, sender):
             raise GraphFailure("graph.send_as_denied")
+
+    # -- Exchange's limits (harness.graph_limits) ----------------------------------------------------------
+    def _max_message_bytes(self, call: _Call) -> int:
+        mailbox = self.scenario.mailbox(call.mailbox)
+        ceiling = self.scenario.limits.graph.max_message_bytes
+        return min(mailbox.max_send_bytes, ceiling) if mailbox is not None else ceiling
+
+    def _check_size(self, call: _Call, message: Mapping[str, Any], attachment_sizes: list[int]) -> None:
+        """At submission: over MaxSendSize (or the 150 MB ceiling) -> 400 ErrorMessageSizeExceeded."""
+        if message_size(message, attachment_sizes) > self._max_message_bytes(call):
+            raise GraphFailure("graph.submit_message_size_exceeded")
+
+    def _refused_later(self, call: _Call, message: Mapping[str, Any], operation: str) -> bool:
+        """Recipient limits: Exchange accepts the submission and answers with an NDR, so the caller answers
+        202 and delivers nothing. True when that happened (the NDR is in the request log)."""
+        rcpts = gv.recipients(message)
+        count = len({a.lower() for a in rcpts["to"] + rcpts["cc"] + rcpts["bcc"]})
+        if count > self.scenario.limits.graph.recipients_per_message:
+            ndr = "smtp.ndr_too_many_recipients"
+        elif not self._recipients.take(call.mailbox, count):
+            ndr = "smtp.ndr_daily_recipient_limit"
+        else:
+            return False
+        code, text = replies.smtp_reply(ndr)
+        self.runtime.state.record_request(
+            SERVICE, "ndr", text.split(" ", 1)[0], mailbox=call.mailbox, app_id=call.app_id,
+            detail=f"{operation}: {code} {text}",
+        )
+        return True
 
     def _deliver(
         self,
@@ -720,6 +766,7 @@ class GraphFake:
             or end - start + 1 != len(call.body)
         ):
             raise GraphFailure("graph.upload_range")
+        self._check_upload_size(call, session)
         session.received += call.body
         if len(session.received) < session.size:
             payload = {
@@ -747,6 +794,16 @@ class GraphFake:
         )
         return web.Response(status=201, headers={**call.headers(), "Location": location})
 
+    def _check_upload_size(self, call: _Call, session: _UploadSession) -> None:
+        """Mid-upload: the PUT that takes the draft past the limit gets 400 ErrorMessageSizeExceeded
+        ([obs] microsoft-graph-docs-contrib#2561: refused after 39 MB of a 43 MB file)."""
+        draft = self.drafts.get(session.draft_id)
+        if draft is None:
+            return
+        sizes = [len(a.content) for a in draft.attachments] + [len(session.received) + len(call.body)]
+        if message_size(draft.message, sizes) > self._max_message_bytes(call):
+            raise GraphFailure("graph.message_size_exceeded")
+
     async def cancel_upload(self, request: web.Request) -> web.StreamResponse:
         call = self._begin(request, "upload")
         try:
@@ -773,7 +830,10 @@ class GraphFake:
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)
         self._check_send_as(call, draft.message)
+        self._check_size(call, draft.message, [len(a.content) for a in draft.attachments])
         del self.drafts[draft.id]
+        if self._refused_later(call, draft.message, "send"):
+            return web.Response(status=202, headers=call.headers())
         self._deliver(
             call,
             draft.message,

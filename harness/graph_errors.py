@@ -12,7 +12,11 @@ from harness import replies
 # Answered by the pre-authenticated upload URL, which is Outlook REST (outlook.office.com), not Graph:
 # its error body is {"error":{"code","message"}} without Graph's innerError.
 OUTLOOK_REST_ENTRIES = frozenset(
-    {"graph.upload_authorization", "graph.upload_range", "graph.upload_session_not_found"}
+    {
+        "graph.upload_authorization", "graph.upload_range", "graph.upload_session_not_found",
+        # [obs] microsoft-graph-docs-contrib#2561: {'error': {'code': 'ErrorMessageSizeExceeded', 'message': ...}}
+        "graph.message_size_exceeded",
+    }
 )
 
 

@@ -34,6 +34,11 @@ KeyVaultRole = Literal[
 UNRESTRICTED = "*"
 # Namespace for the stable object ids of scenario users (uuid5 of the address).
 USER_OID_NAMESPACE = uuid.UUID("6d1c6a4e-0000-4000-8000-00000000a5e7")
+# Exchange's sizes are binary megabytes: MaxSendSize 35 MB = 36,700,160 bytes (Get-Mailbox), and SMTP's EHLO
+# advertises the 150 MB ceiling as SIZE 157286400.
+MIB = 1024 * 1024
+EXCHANGE_DEFAULT_MAX_SEND_BYTES = 35 * MIB
+EXCHANGE_MAX_MESSAGE_BYTES = 150 * MIB
 
 
 class ScenarioError(ValueError):
@@ -131,6 +136,15 @@ class Mailbox:
     """Addresses this mailbox may send as (``Add-RecipientPermission -Trustee <this> -AccessRights SendAs``)."""
     full_access: tuple[str, ...] = ()
     """Users with FullAccess on this mailbox (``Add-MailboxPermission -Identity <this> -User <user>``)."""
+    max_send_bytes: int = EXCHANGE_DEFAULT_MAX_SEND_BYTES
+    """``Set-Mailbox -MaxSendSize``: the largest message this mailbox may send, counted as Exchange counts it
+    (the MIME size, attachments base64-encoded: ``harness.graph_limits``). Exchange Online's default is 35 MB,
+    which ``Get-Mailbox`` shows as "35 MB (36,700,160 bytes)"; the Graph path's 150 MB ceiling
+    (``limits.graph.max_message_bytes``) applies on top."""
+
+    def __post_init__(self) -> None:
+        if self.max_send_bytes <= 0:
+            raise ScenarioError(f"mailboxes.{self.address}.max_send_bytes must be > 0")
 
     def grants_full_access(self, user: str) -> bool:
         return user.lower() in {u.lower() for u in self.full_access}
@@ -230,10 +244,24 @@ class GraphLimits:
     concurrency_retry_after_s: int = 1
     """Retry-After of the MailboxConcurrency 429 (Microsoft does not document it; clients report short ones)."""
 
+    max_message_bytes: int = EXCHANGE_MAX_MESSAGE_BYTES
+    """The ceiling above every mailbox's MaxSendSize: 150 MB (microsoft-graph-docs-contrib
+    concepts/outlook-large-attachments.md: upload sessions for files "between 3 MB and 150 MB")."""
+    recipients_per_message: int = 500
+    """Exchange Online's default RecipientLimits (1..1000; Exchange Online limits, "Recipient limit")."""
+    recipients_per_day: int = 10_000
+    """Recipient rate limit per mailbox over a rolling ``recipients_window_s`` (Exchange Online limits:
+    10,000 recipients per day; the product team: "a rolling 24-hour window",
+    OfficeDocs-O365ServiceDescriptions#201). Counted apart from the SMTP fake's own window."""
+    recipients_window_s: float = 86_400.0
+
     def __post_init__(self) -> None:
         _check_latency("limits.graph", self.latency_ms)
         if self.concurrency_retry_after_s < 1:
             raise ScenarioError("limits.graph.concurrency_retry_after_s must be >= 1")
+        for name in ("max_message_bytes", "recipients_per_message", "recipients_per_day", "recipients_window_s"):
+            if getattr(self, name) <= 0:
+                raise ScenarioError(f"limits.graph.{name} must be > 0")
 
 
 @dataclass(frozen=True)

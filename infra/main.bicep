@@ -260,6 +260,9 @@ param outboxLeaseS string = '300'
 @description('OUTBOX_LARGE_ATTACHMENT_BYTES: attachments this large go through a Graph upload session.')
 param outboxLargeAttachmentBytes string = '3145728'
 
+@description('OUTBOX_MAX_SEND_BYTES: the sending mailboxes\' MaxSendSize (default 35 MB, Exchange Online\'s default); larger Graph messages are poisoned as size before any request; 0 = not known.')
+param outboxMaxSendBytes string = '36700160'
+
 @description('OUTBOX_UPLOAD_CHUNK_BYTES: byte range per upload-session PUT (under 4 MiB).')
 param outboxUploadChunkBytes string = '3145728'
 
@@ -344,6 +347,7 @@ var outboxSettings = {
   OUTBOX_KEEPALIVE_SCHEDULE: outboxKeepaliveSchedule
   OUTBOX_LEASE_S: outboxLeaseS
   OUTBOX_LARGE_ATTACHMENT_BYTES: outboxLargeAttachmentBytes
+  OUTBOX_MAX_SEND_BYTES: outboxMaxSendBytes
   OUTBOX_UPLOAD_CHUNK_BYTES: outboxUploadChunkBytes
   OUTBOX_API_DEADLINE_S: outboxApiDeadlineS
   OUTBOX_MAX_AGE_S: outboxMaxAgeS

@@ -553,6 +553,28 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         source=f"{_REF} §1 (exact submission text not verified)", meaning="more recipients than allowed",
     ),
     _smtp(
+        "smtp.ndr_too_many_recipients", 550, "5.5.3",
+        "Too many recipients in the message. Reduce number of recipients in message and resend.",
+        "recipient", retryable=False, stage="data",
+        hint="the message had more recipients than the mailbox's limit (500 by default, RecipientLimits 1..1000): "
+        "Exchange accepted it and answered with this NDR; split it into several messages",
+        source="Microsoft KB 2524095 ('5.5.3 Too many recipients' NDR in Office 365 dedicated: the NDR text); "
+        "status 550: assumption. Exchange answers the per-message limit with an NDR after accepting the "
+        "submission (KB 842029); the harness's Graph fake records it so",
+        meaning="NDR: more recipients than the mailbox's limit",
+    ),
+    _smtp(
+        "smtp.ndr_daily_recipient_limit", 550, "5.1.90",
+        "Your message can't be sent because you've reached your daily limit for message recipients",
+        "quota", retryable=False, stage="data",
+        hint="the mailbox passed its recipient rate limit (10,000 recipients per rolling 24 hours): Exchange "
+        "accepted the message and answered with this NDR; pause the mailbox until the window rolls over, or "
+        "spread the volume over several mailboxes",
+        source="[obs] OfficeDocs-Exchange#2729 (the NDR quoted verbatim, a Microsoft submitter); the rolling "
+        "24-hour window: OfficeDocs-O365ServiceDescriptions#201",
+        meaning="NDR: daily recipient limit reached",
+    ),
+    _smtp(
         "smtp.message_too_large", 552, "5.3.4", "Message size exceeds fixed maximum message size",
         "size", retryable=False, stage="data", status_default=True,
         hint="the encoded message is larger than the mailbox's MaxSendSize (base64 adds ~33%): shrink the "
@@ -713,6 +735,16 @@ _ENTRIES: Final[tuple[CatalogEntry, ...]] = (
         hint="the message is larger than the mailbox's MaxSendSize: shrink it or raise it with Set-Mailbox "
         "<mailbox> -MaxSendSize",
         source=f"{_REF} §2 (code; status 400 or 413 not verified); message text: assumption",
+    ),
+    _graph(
+        "graph.submit_message_size_exceeded", 400, "ErrorMessageSizeExceeded",
+        "The message exceeds the maximum supported size., Cannot submit the message.",
+        "size", retryable=False, match=("Cannot submit the message",),
+        hint="the message (counted as Exchange counts it: attachments base64-encoded, ~4/3 of their bytes) is "
+        "larger than the mailbox's MaxSendSize (35 MB by default) or 150 MB: shrink it, or raise the limit "
+        "with Set-Mailbox <mailbox> -MaxSendSize and tell outbox with OUTBOX_MAX_SEND_BYTES",
+        source="[obs] msgraph-sdk-java#2148 (the text, at /send after an upload session of ~30 MB); status 400: "
+        "Exchange maps ErrorMessageSizeExceeded to 400 (the upload-session reports, microsoft-graph-docs-contrib#2561)",
     ),
     _graph(
         "graph.token_expired", 401, "InvalidAuthenticationToken",

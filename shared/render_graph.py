@@ -24,20 +24,27 @@ from shared.message import Attachment, Message, validate_for_transport
 
 __all__ = [
     "LARGE_ATTACHMENT_BYTES",
+    "MAX_MESSAGE_BYTES",
     "MAX_REQUEST_BYTES",
     "GraphSendPlan",
+    "SizeRefusal",
     "estimate_request_bytes",
+    "exchange_size",
     "file_attachment",
     "plan_send",
     "recipient",
     "render_draft_message",
     "render_send_mail",
+    "size_refusal",
     "to_json_bytes",
     "upload_session_body",
 ]
 
 MAX_REQUEST_BYTES = 4 * 1024 * 1024  # "The maximum request length supported is 4MB." (413)
 LARGE_ATTACHMENT_BYTES = 3 * 1024 * 1024  # Graph: attachments from 3 MB go through an upload session
+# Exchange Online's ceiling above every mailbox's MaxSendSize: 150 MB (outlook-large-attachments.md), in
+# Exchange's binary megabytes (SMTP's EHLO advertises it as SIZE 157286400).
+MAX_MESSAGE_BYTES = 150 * 1024 * 1024
 
 _FILE_ATTACHMENT = "#microsoft.graph.fileAttachment"
 _LONGEST_MESSAGE_ID = "<" + "x" * 40 + "@" + "x" * 253 + ">"  # make_message_id with a 253-char domain
@@ -249,3 +256,42 @@ def plan_send(
         posted_attachments=tuple(sorted(posted)),
         estimated_bytes=draft_bytes,
     )
+
+
+# ------------------------------------------------------------------------- Exchange's size limits
+
+
+def exchange_size(message: Message) -> int:
+    """The message's size as Exchange counts it against MaxSendSize and the 150 MB ceiling: the MIME size,
+    where each attachment travels base64-encoded (4 * ceil(n / 3) bytes, "approximately 33%" more:
+    Microsoft, "Message size limits in Exchange Server"), plus the subject and the body Graph gets, in
+    UTF-8. Headers and MIME boundaries (a few hundred bytes) are left out. Attachments need a known size."""
+    body = message.html if message.html is not None else (message.text or "")
+    return len(f"{message.subject or ''}{body}".encode()) + sum(_encoded_length(s) for s in _sizes(message))
+
+
+@dataclass(frozen=True, slots=True)
+class SizeRefusal:
+    """A message Exchange will refuse for its size, known before any request."""
+
+    size: int
+    limit: int
+    limit_name: str
+
+    def detail(self) -> str:
+        return (
+            f"the message is {self.size:,} bytes as Exchange counts it (attachments base64-encoded, ~4/3 of "
+            f"their bytes), over {self.limit_name} of {self.limit:,} bytes; Exchange would refuse it "
+            "(400 ErrorMessageSizeExceeded), in the middle of an upload for a large one"
+        )
+
+
+def size_refusal(message: Message, *, max_send_bytes: int) -> SizeRefusal | None:
+    """The limit ``message`` passes, if any: the mailbox's MaxSendSize as outbox was told it
+    (``max_send_bytes``; 0 = not known) or, above it, Exchange's 150 MB ceiling."""
+    size = exchange_size(message)
+    if 0 < max_send_bytes < MAX_MESSAGE_BYTES and size > max_send_bytes:
+        return SizeRefusal(size, max_send_bytes, "the mailbox's MaxSendSize (OUTBOX_MAX_SEND_BYTES)")
+    if size > MAX_MESSAGE_BYTES:
+        return SizeRefusal(size, MAX_MESSAGE_BYTES, "Exchange Online's 150 MB message limit")
+    return None

@@ -322,6 +322,12 @@ class Settings:
     large_attachment_bytes: int = setting(
         "OUTBOX_LARGE_ATTACHMENT_BYTES", str(3 * MiB), "Attachments this large go through an upload session.",
         whole(1))
+    max_send_bytes: int = setting(
+        "OUTBOX_MAX_SEND_BYTES", str(35 * MiB),
+        "The sending mailboxes' MaxSendSize (Exchange Online's default: 35 MB = 36700160 bytes): a Graph message "
+        "larger, counted as Exchange counts it (attachments base64-encoded), is poisoned as size before any "
+        "request; 0 = not known (only the 150 MB ceiling is checked).",
+        whole(0))
     upload_chunk_bytes: int = setting(
         "OUTBOX_UPLOAD_CHUNK_BYTES", str(3 * MiB), "Byte range per upload-session PUT (under 4 MiB).",
         lambda r, name: _upload_chunk(r.number(name, int, 1), r.problems))

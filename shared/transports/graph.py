@@ -46,6 +46,7 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 REQUEST_MARGIN_BYTES = 64 * 1024
 
 LARGE_PATH_REFUSED = "outbox.large_message_saves_copy"
+MESSAGE_TOO_LARGE = "outbox.message_too_large"
 
 
 def _b64_len(n: int) -> int:
@@ -76,10 +77,12 @@ class GraphTransport:
         started = time.perf_counter()
         mailbox = message.sender.address
         if self._fits_send_mail(message):  # the common case: no planning, no blob reads
+            self._refuse_oversize(message)
             content = self._render_send_mail(message, internet_message_id)
             if len(content) <= MAX_REQUEST_BYTES:
                 return self._send_small(content, mailbox, internet_message_id, started)
         sized = self._with_sizes(message, blobs)
+        self._refuse_oversize(sized)
         plan = render_graph.plan_send(
             sized,
             # Graph refuses upload sessions under 3 MB: a lower setting cannot move attachments there.
@@ -162,6 +165,26 @@ class GraphTransport:
             client_request_id=client_request_id,
             duration_ms=(time.perf_counter() - started) * 1000,
             path="sendMail",
+        )
+
+    def _refuse_oversize(self, message: Message) -> None:
+        """A message Exchange will refuse for its size is poisoned before any request: for a large one,
+        Exchange would only say so in the middle of its upload (400 ErrorMessageSizeExceeded)."""
+        from shared import render_graph
+
+        refusal = render_graph.size_refusal(message, max_send_bytes=self._settings.max_send_bytes)
+        if refusal is None:
+            return
+        raise OutboxError(
+            "size",
+            MESSAGE_TOO_LARGE,
+            transport="graph",
+            detail=refusal.detail(),
+            hint=(
+                "shrink the attachments (or send a link instead); if this mailbox's MaxSendSize is larger "
+                "(Get-Mailbox <mailbox> | fl MaxSendSize; Set-Mailbox -MaxSendSize up to 150 MB), set "
+                "OUTBOX_MAX_SEND_BYTES to it, or to 0 when it differs between mailboxes"
+            ),
         )
 
     # -- large path ----------------------------------------------------------------------------
