@@ -144,6 +144,19 @@ class OutcomeCounter(logging.Handler):
             if not self._cond.wait_for(lambda: self.outcomes[outcome] >= count, timeout):
                 raise TimeoutError(f"{self.outcomes[outcome]} of {count} '{outcome}' outcomes after {timeout} s")
 
+    @classmethod
+    def installed(cls) -> OutcomeCounter:
+        """A counter on the ``outbox`` logger, which it alone hears (INFO), with the expected noise of a
+        throttled run ("pausing it for 9 s") and of the local host silenced: the figures count it."""
+        counter = cls()
+        outbox_log = logging.getLogger("outbox")
+        outbox_log.addHandler(counter)
+        outbox_log.setLevel(logging.INFO)
+        outbox_log.propagate = False
+        logging.getLogger("shared").setLevel(logging.ERROR)
+        logging.getLogger("harness.localhost").setLevel(logging.ERROR)
+        return counter
+
     def reset(self) -> None:
         with self._cond:
             self.outcomes.clear()
@@ -468,14 +481,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the harness in this process (shares the GIL with the worker threads)")
     args = parser.parse_args(argv)
 
-    counter = OutcomeCounter()
-    outbox_log = logging.getLogger("outbox")
-    outbox_log.addHandler(counter)
-    outbox_log.setLevel(logging.INFO)
-    outbox_log.propagate = False
-    # Expected noise while throttled ("pausing it for 9 s"); the figures below count it.
-    logging.getLogger("shared").setLevel(logging.ERROR)
-    logging.getLogger("harness.localhost").setLevel(logging.ERROR)
+    counter = OutcomeCounter.installed()
 
     load = os.getloadavg()
     where = "in this process" if args.harness_in_process else "in its own process"

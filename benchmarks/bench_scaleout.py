@@ -33,7 +33,6 @@ import argparse
 import contextlib
 import itertools
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -123,13 +122,7 @@ class Run:
 def child(settings_file: str) -> int:
     from harness.localhost import LocalHost
 
-    counter = OutcomeCounter()
-    outbox_log = logging.getLogger("outbox")
-    outbox_log.addHandler(counter)
-    outbox_log.setLevel(logging.INFO)
-    outbox_log.propagate = False
-    logging.getLogger("shared").setLevel(logging.ERROR)
-    logging.getLogger("harness.localhost").setLevel(logging.ERROR)
+    counter = OutcomeCounter.installed()
     host = LocalHost(app_root=ROOT, settings_file=settings_file, http_port=None)
     host.start()
     print("started", flush=True)

@@ -605,7 +605,15 @@ def graph_probe(
                      "access policy lets it use this mailbox shows only when sending (--send-test-to ADDR)")
     from urllib.parse import quote
 
-    url = f"{settings.graph_url}/v1.0/users/{quote(mailbox)}/mailFolders/sentitems/messages"
+    return sent_items_probe(
+        settings, http, url=f"{settings.graph_url}/v1.0/users/{quote(mailbox)}/mailFolders/sentitems/messages",
+        token=token, passed=f"the app may use {mailbox} (read Sent Items); sending is proven only by --send-test-to",
+        reading=f"reading {mailbox}'s Sent Items")
+
+
+def sent_items_probe(settings: Settings, http: Any, *, url: str, token: str, passed: str, reading: str) -> Check:
+    """One message id from the Sent Items at ``url``: reachable and permitted, or the classified refusal."""
+    check_id, title = "graph.mailbox", "graph: mailbox reachable"
     client_request_id = str(uuid.uuid4())
     try:
         response = http.get(url, params={"$top": "1", "$select": "id"},
@@ -615,14 +623,12 @@ def graph_probe(
                      fix="check egress to Graph (proxy, firewall, OUTBOX_GRAPH_URL, OUTBOX_CA_BUNDLE)",
                      cause="network.unreachable")
     if response.status_code == 200:
-        return Check(check_id, title, "pass",
-                     f"the app may use {mailbox} (read Sent Items); sending is proven only by --send-test-to",
-                     evidence={"requestId": response.headers.get("request-id")})
+        return Check(check_id, title, "pass", passed, evidence={"requestId": response.headers.get("request-id")})
     from shared.classify import classify_graph_response
 
     err = classify_graph_response(response.status_code, response.content, response.headers, operation="lookup")
     return Check(
-        check_id, title, "fail", f"reading {mailbox}'s Sent Items: {_describe(err)}",
+        check_id, title, "fail", f"{reading}: {_describe(err)}",
         fix=err.hint, cause=err.catalog or err.code, detail=err.detail or "",
         evidence={"requestId": err.request_id, "clientRequestId": client_request_id},
     )

@@ -571,13 +571,19 @@ def _upload_chunk(size: int, problems: dict[str, str]) -> int:
     return size
 
 
+def _not_a_container_name(name: str) -> str | None:
+    if _CONTAINER_NAME.match(name):
+        return None
+    return f"{name!r} is not a blob container name (3-63 of a-z, 0-9 and single '-')"
+
+
 def _attachment_containers(main: str, extra: str, problems: dict[str, str]) -> tuple[str, ...]:
     """The containers an attachment's ``blob`` may name: the attachment container, then the extra list."""
     names = [main] + [name.strip() for name in extra.split(",") if name.strip()]
     for setting, name in [("OUTBOX_ATTACHMENTS_CONTAINER", main)] + [("OUTBOX_ATTACHMENT_CONTAINERS", n)
                                                                       for n in names[1:]]:
-        if not _CONTAINER_NAME.match(name):
-            problems[setting] = f"{name!r} is not a blob container name (3-63 of a-z, 0-9 and single '-')"
+        if (bad_name := _not_a_container_name(name)) is not None:
+            problems[setting] = bad_name
         elif name.startswith(HOST_CONTAINER_PREFIXES):
             problems[setting] = (f"{name!r} is a container of the Functions host (keys, leases): "
                                  "producers must never be able to mail its blobs")
@@ -628,8 +634,8 @@ def load_settings(
     if not require_storage:
         problems.pop("AzureWebJobsStorage", None)
     signins = parsed["signin_container"]
-    if not _CONTAINER_NAME.match(signins):
-        problems["OUTBOX_SIGNIN_CONTAINER"] = f"{signins!r} is not a blob container name"
+    if (bad_name := _not_a_container_name(signins)) is not None:
+        problems["OUTBOX_SIGNIN_CONTAINER"] = bad_name
     elif (signins in parsed["attachment_containers"] or signins == parsed.get("slots_container")
           or signins.startswith(HOST_CONTAINER_PREFIXES)):
         problems["OUTBOX_SIGNIN_CONTAINER"] = (f"{signins!r} is a container producers may name or the host's: "

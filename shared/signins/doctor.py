@@ -4,7 +4,6 @@ transport probes as the user. One cause per failing line, as for app-only mailbo
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -131,24 +130,8 @@ def _claims_check(transport: str, claims: dict[str, Any], account: str, wanted: 
 
 def _me_probe(settings: Settings, http: Any, token: str, account: str) -> Check:
     """The signed-in user's own Sent Items through /me (what sending uses); Mail.ReadBasic is asked at login."""
-    from shared.doctor import Check
+    from shared.doctor import sent_items_probe
 
-    check_id, title = "graph.mailbox", "graph: mailbox reachable"
-    client_request_id = str(uuid.uuid4())
-    try:
-        response = http.get(f"{settings.graph_url}/v1.0/me/mailFolders/sentitems/messages",
-                            params={"$top": "1", "$select": "id"},
-                            headers={"Authorization": f"Bearer {token}", "client-request-id": client_request_id})
-    except Exception as exc:
-        return Check(check_id, title, "fail", f"cannot reach {settings.graph_url}: {exc}",
-                     fix="check egress to Graph (proxy, firewall, OUTBOX_GRAPH_URL, OUTBOX_CA_BUNDLE)",
-                     cause="network.unreachable")
-    if response.status_code == 200:
-        return Check(check_id, title, "pass", f"/me is {account}'s mailbox (read Sent Items); sending is proven "
-                     "only by --send-test-to", evidence={"requestId": response.headers.get("request-id")})
-    from shared.classify import classify_graph_response
-
-    err = classify_graph_response(response.status_code, response.content, response.headers, operation="lookup")
-    return Check(check_id, title, "fail", f"reading /me Sent Items: {err.code}", fix=err.hint,
-                 cause=err.catalog or err.code, detail=err.detail or "",
-                 evidence={"requestId": err.request_id, "clientRequestId": client_request_id})
+    return sent_items_probe(settings, http, url=f"{settings.graph_url}/v1.0/me/mailFolders/sentitems/messages",
+                            token=token, passed=f"/me is {account}'s mailbox (read Sent Items); sending is proven "
+                            "only by --send-test-to", reading="reading /me Sent Items")

@@ -15,17 +15,16 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from shared.errors import ConfigError, OutboxError
-from shared.http import MsalHttpClient
+from shared.errors import OutboxError
 from shared.signins import scopes as scope_lists
 from shared.signins.records import SigninRecord, cache_context
 from shared.signins.sealing import seal
 from shared.signins.store import Conflict
+from shared.signins.tokens import public_app
 from shared.tokens import classify_msal_exception, decode_claims
 
 if TYPE_CHECKING:
     import httpx
-    import msal
 
     from shared.settings import Settings
     from shared.signins.key import SigninKey
@@ -48,22 +47,6 @@ class SigninResult:
     record: SigninRecord
     claims: dict[str, dict[str, Any]] = field(default_factory=dict)  # resource -> token claims (no token)
     missing: dict[str, list[str]] = field(default_factory=dict)  # resource -> scopes not granted
-
-
-def public_app(settings: Settings, http_client: httpx.Client, cache: msal.TokenCache) -> msal.PublicClientApplication:
-    import msal
-
-    if not settings.delegated_client_id or not settings.tenant_id:
-        raise ConfigError("signing in needs the public client app registration",
-                          code="outbox.delegated_not_configured", transport="entra",
-                          hint="set OUTBOX_DELEGATED_CLIENT_ID (infra/scripts/register-delegated-app.sh) and "
-                          "OUTBOX_TENANT_ID")
-    try:
-        return msal.PublicClientApplication(
-            settings.delegated_client_id, authority=settings.authority, token_cache=cache,
-            http_client=MsalHttpClient(http_client), instance_discovery=settings.uses_microsoft_authority)
-    except Exception as exc:
-        raise classify_msal_exception(exc) from exc
 
 
 def sign_in(

@@ -43,6 +43,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("outbox.signins")
 
 
+def public_app(settings: Settings, http_client: httpx.Client, cache: msal.TokenCache) -> msal.PublicClientApplication:
+    """The delegated (public client) app over one token cache: `outbox login` and the function use the same."""
+    import msal
+
+    if not settings.delegated_client_id or not settings.tenant_id:
+        raise ConfigError("delegated mailboxes need the public client app registration",
+                          code="outbox.delegated_not_configured", transport="entra",
+                          hint="set OUTBOX_DELEGATED_CLIENT_ID (infra/scripts/register-delegated-app.sh) and "
+                          "OUTBOX_TENANT_ID")
+    try:
+        return msal.PublicClientApplication(
+            settings.delegated_client_id, authority=settings.authority, token_cache=cache,
+            http_client=MsalHttpClient(http_client), instance_discovery=settings.uses_microsoft_authority)
+    except Exception as exc:
+        raise classify_msal_exception(exc) from exc
+
+
 def signin_hint(mailbox: str, account: str) -> str:
     who = f"{account} (the user signed in for {mailbox})" if account != mailbox else account
     login = f"outbox login --mailbox {mailbox}" + (f" --account {account}" if account != mailbox else "")
@@ -232,28 +249,10 @@ class DelegatedTokens:
         cache = msal.SerializableTokenCache()
         cache.deserialize(plain.decode())
         box.cache = cache
-        box.app = self._application(cache)
+        box.app = public_app(self._settings, self._http, cache)
         box.stored = stored
         box.slots.clear()
         box.dead = None
-
-    def _application(self, cache: msal.SerializableTokenCache) -> msal.PublicClientApplication:
-        import msal
-
-        settings = self._settings
-        if not settings.delegated_client_id or not settings.tenant_id:
-            raise ConfigError("delegated mailboxes need the public client app", code="outbox.delegated_not_configured",
-                              transport="entra", hint="set OUTBOX_DELEGATED_CLIENT_ID and OUTBOX_TENANT_ID")
-        try:
-            return msal.PublicClientApplication(
-                settings.delegated_client_id,
-                authority=settings.authority,
-                token_cache=cache,
-                http_client=MsalHttpClient(self._http),
-                instance_discovery=settings.uses_microsoft_authority,
-            )
-        except Exception as exc:
-            raise classify_msal_exception(exc) from exc
 
     def _seal(self, box: _Mailbox) -> str:
         assert box.cache is not None

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from azure.storage.blob import BlobServiceClient
@@ -70,18 +70,6 @@ def test_a_body_of_5000_digits_is_400_in_both_modes(stack: Stack) -> None:
     for mode in ("queue", "now"):
         status, _, body = call(stack, "POST", f"send?mode={mode}", raw=raw)
         assert status == 400 and body["error"]["category"] == "invalid_message"
-
-
-@pytest.fixture
-def stallable() -> Iterator[Azurite]:
-    """An emulator of this test's own: stopping the session's would stall every other test."""
-    instance = Azurite().start()
-    try:
-        yield instance
-    finally:
-        if instance.pid:
-            os.killpg(instance.pid, signal.SIGCONT)
-        instance.stop()
 
 
 def _stalled(emulator: Azurite) -> Callable[[], None]:

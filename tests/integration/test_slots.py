@@ -141,18 +141,6 @@ def test_a_killed_holder_loses_its_slots_within_the_lease_period(azurite: Azurit
             holder.wait(10)
 
 
-@pytest.fixture
-def stallable() -> Iterator[Azurite]:
-    """An emulator of this test's own: stopping the session's would stall every other test."""
-    instance = Azurite().start()
-    try:
-        yield instance
-    finally:
-        if instance.pid:
-            os.killpg(instance.pid, signal.SIGCONT)
-        instance.stop()
-
-
 @pytest.mark.timeout(90)
 def test_a_stalled_store_falls_back_to_the_safe_share_says_so_once_and_recovers(
         make_slots: Callable[..., BlobSlots], stallable: Azurite, caplog: pytest.LogCaptureFixture) -> None:

@@ -65,18 +65,6 @@ def test_two_instances_never_open_a_fourth_smtp_connection(
     assert not [r for r in fakes.state.requests(service="smtp") if str(r.status).startswith("432")]
 
 
-@pytest.fixture
-def stallable() -> Iterator[Azurite]:
-    """An emulator of this test's own: stopping the session's would stall every other test."""
-    instance = Azurite().start()
-    try:
-        yield instance
-    finally:
-        if instance.pid:
-            os.killpg(instance.pid, signal.SIGCONT)
-        instance.stop()
-
-
 @pytest.mark.timeout(120)
 def test_a_stalled_slot_store_leaves_graph_sending_at_the_safe_share_until_it_is_back(
         fakes: Any, stallable: Azurite, instances: Callable[..., tuple[Senders, MailboxSlots]]) -> None:
