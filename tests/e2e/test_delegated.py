@@ -5,6 +5,7 @@ sealed in Azurite, the local host sends as that user through both transports, a 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import threading
@@ -112,12 +113,18 @@ def test_sign_in_send_both_ways_die_sign_in_again_and_requeue(delegated: tuple[S
     assert f"{SENDER} is signed in for {SENDER}" in out
     assert "Mail.Send" in out and "SMTP.Send" in out  # the scp of each token, checked and shown
 
-    # Stored sealed: no token, refresh token or JWT in the bytes at rest.
+    # Stored sealed: no token, refresh token or JWT in the bytes at rest. The plain fields hold none of
+    # their shapes; the sealed cache (random bytes, base64: a short marker could appear by chance) holds
+    # none of the MSAL cache's own long markers, encoded or not.
     at_rest = stored_bytes(stack, SENDER)
     record = json.loads(at_rest)
     assert record["schema"] == "outbox.signin/1" and record["account"] == SENDER
+    plain = json.dumps({k: v for k, v in record.items() if k != "cache"}).encode()
     for leak in (b"eyJ", b"1.AQ", b"RefreshToken", b"secret"):
-        assert leak not in at_rest
+        assert leak not in plain
+    sealed = base64.b64decode(record["cache"])
+    for marker in (b'"RefreshToken"', b'"AccessToken"', b'"credential_type"', b"eyJhbGci", b"eyJ0eXAi"):
+        assert marker not in sealed and marker not in at_rest
 
     stack.enqueue(mail(id="d-graph", subject="as the user, Graph"))
     stack.enqueue(mail(id="d-smtp", transport="smtp", subject="as the user, SMTP"))
