@@ -44,10 +44,9 @@ class StorageOptions:
     @classmethod
     def function(cls, settings: Settings) -> StorageOptions:
         """What the function uses: the SDK defaults, bounded by OUTBOX_STORAGE_TIMEOUT_S."""
-        from shared.storage.options import settings_options
+        from shared.storage.options import settings_options, table_options
 
-        options = settings_options(settings)
-        return cls(options, options)
+        return cls(settings_options(settings), table_options(settings))
 
     @classmethod
     def cli(cls, settings: Settings) -> StorageOptions:

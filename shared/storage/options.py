@@ -42,3 +42,17 @@ def client_options(environ: dict[str, str] | None = None, *, timeout_s: float | 
 def settings_options(settings: Any) -> dict[str, Any]:
     """:func:`client_options` with the settings' storage timeout."""
     return client_options(timeout_s=settings.storage_timeout_s)
+
+
+def table_options(settings: Any, environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """:func:`settings_options` for the status table's client, over :class:`Urllib3Transport` when no
+    proxy variable is set (with one, ``requests`` keeps honouring it). The transport carries the timeouts
+    itself: the table SDK hands them only to a transport it builds."""
+    options = settings_options(settings) if environ is None else client_options(
+        environ, timeout_s=settings.storage_timeout_s)
+    if options.get("use_env_settings") is False:
+        from shared.storage.transport import Urllib3Transport
+
+        options["transport"] = Urllib3Transport(connection_timeout=settings.storage_timeout_s,
+                                                read_timeout=settings.storage_timeout_s)
+    return options
