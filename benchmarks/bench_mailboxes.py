@@ -103,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="PYTHON_THREADPOOL_THREAD_COUNT for the host")
     parser.add_argument("--batch", type=int, default=None, help="host.json batchSize override")
     parser.add_argument("--threshold", type=int, default=None, help="host.json newBatchThreshold override")
+    parser.add_argument("--slots", choices=("blob", "local"), default=None,
+                        help="OUTBOX_SLOTS for the host (default: the setting's default, blob leases)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="an app setting for the host, e.g. OUTBOX_SLOT_IDLE_S=2 (repeatable)")
     parser.add_argument("--quick", action="store_true", help="60 messages, 4 mailboxes (smoke test)")
     args = parser.parse_args(argv)
     if args.quick:
@@ -114,6 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     host_values: dict[str, str] = {"OUTBOX_ALLOWED_SENDERS": f"*@{DOMAIN}"}
     if args.threads:
         host_values["PYTHON_THREADPOOL_THREAD_COUNT"] = str(args.threads)
+    if args.slots:
+        host_values["OUTBOX_SLOTS"] = args.slots
+    for pair in args.set:
+        name, _, value = pair.partition("=")
+        host_values[name] = value
     overrides: dict[str, Any] = {}
     if args.batch:
         overrides["batch_size"] = args.batch

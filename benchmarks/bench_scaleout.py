@@ -56,6 +56,7 @@ from benchmarks.bench_goodput import (
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 0.90
+EXTRA_VALUES: dict[str, str] = {}  # --set NAME=VALUE: app settings for every host (to try a setting's effect)
 TARGET_429_SHARE = 0.01
 TARGET_BUDGET_RATIO = 0.95
 CEILING = CONCURRENCY / (LATENCY_MS / 1000.0)
@@ -190,7 +191,7 @@ def run(harness: RemoteHarness, *, transport: str, instances: int, slots: str, m
     values.update({
         "OUTBOX_QUEUE": f"so-{tag}", "OUTBOX_STATUS_TABLE": f"so{tag}", "OUTBOX_ATTACHMENTS_CONTAINER": f"so-{tag}",
         "OUTBOX_SLOTS": slots, "OUTBOX_SLOTS_CONTAINER": f"so-slots-{tag}", "OUTBOX_EXPECTED_INSTANCES": str(instances),
-        "OUTBOX_SMTP_RATE_PER_WINDOW": str(10**6),
+        "OUTBOX_SMTP_RATE_PER_WINDOW": str(10**6), **EXTRA_VALUES,
     })
     if budget:
         values.update({"OUTBOX_GRAPH_BUDGET_REQUESTS": str(outbox_budget or budget),
@@ -317,7 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-budget", action="store_true",
                         help="skip the budget-bound variant (4 hosts, Graph allows 60 per 10 s; with --slots local "
                         "also each host told a static 60 / 4)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="an app setting for every host, e.g. OUTBOX_SLOT_IDLE_S=1 (repeatable)")
     args = parser.parse_args(argv)
+    for pair in args.set:
+        name, _, value = pair.partition("=")
+        EXTRA_VALUES[name] = value
     if args.child:
         return child(args.child)
     messages = args.messages or (120 if args.quick else 600)

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
 USER_AGENT = "outbox/0.1 (+python-httpx)"
 
 # Graph allows 4 requests in flight per mailbox; a process serves a handful of mailboxes, and the
-# Functions worker runs at most batchSize + newBatchThreshold (24) invocations at once.
-MAX_CONNECTIONS = 64
-MAX_KEEPALIVE = 32
+# Functions worker runs up to 64 invocations at once (host.json 32 + 31, PYTHON_THREADPOOL_THREAD_COUNT 64);
+# fewer idle connections kept than threads would mean TLS handshakes under load.
+MAX_CONNECTIONS = 96
+MAX_KEEPALIVE = 64
 KEEPALIVE_EXPIRY_S = 60.0
 
 

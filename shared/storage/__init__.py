@@ -117,9 +117,14 @@ def build_stores(settings: Settings, options: StorageOptions | None = None) -> S
 
 def slot_client_options(settings: Settings, options: StorageOptions) -> dict[str, Any]:
     """A slow slot store must not hold a send: each request gives up after OUTBOX_SLOT_TIMEOUT_S, without
-    the SDK's retries (the safe share takes over; the store is tried again a third of a lease later)."""
+    the SDK's retries (the safe share takes over; the store is tried again a third of a lease later). Lease
+    and budget answers are small, so the client goes over the light transport (shared/storage/transport.py)."""
+    from shared.storage.options import with_light_transport
+
     timeout = settings.slot_timeout_s
-    return {**options.services, "connection_timeout": timeout, "read_timeout": timeout, "retry_total": 0}
+    plain = {k: v for k, v in options.services.items() if k != "transport"}
+    return with_light_transport(
+        {**plain, "connection_timeout": timeout, "read_timeout": timeout, "retry_total": 0}, timeout)
 
 
 def build_slots(settings: Settings, blob_service: Any) -> MailboxSlots:

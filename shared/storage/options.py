@@ -45,14 +45,19 @@ def settings_options(settings: Any) -> dict[str, Any]:
 
 
 def table_options(settings: Any, environ: dict[str, str] | None = None) -> dict[str, Any]:
-    """:func:`settings_options` for the status table's client, over :class:`Urllib3Transport` when no
-    proxy variable is set (with one, ``requests`` keeps honouring it). The transport carries the timeouts
-    itself: the table SDK hands them only to a transport it builds."""
+    """:func:`settings_options` for the status table's client, over :func:`with_light_transport`."""
     options = settings_options(settings) if environ is None else client_options(
         environ, timeout_s=settings.storage_timeout_s)
-    if options.get("use_env_settings") is False:
-        from shared.storage.transport import Urllib3Transport
+    return with_light_transport(options, settings.storage_timeout_s)
 
-        options["transport"] = Urllib3Transport(connection_timeout=settings.storage_timeout_s,
-                                                read_timeout=settings.storage_timeout_s)
-    return options
+
+def with_light_transport(options: dict[str, Any], timeout_s: float) -> dict[str, Any]:
+    """``options`` over :class:`shared.storage.transport.Urllib3Transport` when no proxy variable is set
+    (with one, ``requests`` keeps honouring it per request). For clients whose answers are small and read
+    whole (the status table, the slot leases and budget counts), never for attachment downloads. The
+    transport carries the timeouts itself: an SDK hands them only to a transport it builds."""
+    if options.get("use_env_settings") is not False:
+        return options
+    from shared.storage.transport import Urllib3Transport
+
+    return {**options, "transport": Urllib3Transport(connection_timeout=timeout_s, read_timeout=timeout_s)}
