@@ -20,12 +20,21 @@ Fault operations: ``sendMail``, ``createMessage``, ``addAttachment``, ``createUp
 ``send``, ``listMessages``. A ``reply`` fault answers its catalog entry without delivering unless the rule
 has ``params.delivered = "true"`` (a 504 after the mail went out); ``drop_after_body`` delivers unless
 ``params.delivered = "false"``. Either way the client cannot tell, which is the point.
+
+After such an ambiguous fault on a sending request (``sendMail``, ``send``; a ``reply`` with a 5xx entry, or
+``drop_after_body``) the backend may still be at work, as after a real 504: the request's concurrency slot
+stays held ``exchange.ambiguous_hold_s`` (fault param ``hold_s``) and the delivery, when there is one,
+happens ``exchange.ambiguous_delivery_delay_s`` later (``deliver_after_s``); meanwhile the message is in
+Drafts (``GET .../mailFolders/drafts/messages``), then Sent Items (``exchange.sent_items_delay_s`` after the
+delivery). A draft that is being sent is sent once: another ``/send`` of it answers 202 and sends nothing more.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import dataclasses
 import datetime as dt
 import email.parser
 import email.policy
@@ -53,6 +62,7 @@ from harness.server import Endpoint
 from harness.state import Delivery
 from harness.throttle import GraphThrottle
 from harness.tokens import Claims, TokenRejected, unverified_claims
+from shared.catalog import entry as catalog_entry
 
 SERVICE = "graph"
 READ_ROLES = ("Mail.ReadBasic", "Mail.Read", "Mail.ReadWrite", "Mail.ReadBasic.All")
@@ -67,6 +77,9 @@ UPLOAD_SESSION_LIFETIME_S = 6 * 3600
 CLIENT_MAX_SIZE = 256 * 1024 * 1024
 TOKEN_CACHE_SIZE = 4096
 SENT_ITEMS_NAMES = {"sentitems", "sent items"}
+DRAFTS_NAMES = {"drafts"}
+# The requests that send mail: the only ones whose ambiguous failure leaves a backend at work.
+SENDING_OPERATIONS = frozenset({"sendMail", "send"})
 _FOLDER_SEGMENT = re.compile(r"^mailFolders\('([^']+)'\)$", re.IGNORECASE)
 _UPLOAD_PATH = re.compile(
     r"^Users\('(?P<user>[^']*)'\)/Messages\('(?P<message>[^']*)'\)/AttachmentSessions\('(?P<session>[^']*)'\)$"
@@ -102,6 +115,8 @@ class _Call:
     claims: Claims | None = None
     mailbox: str = ""
     body: bytes = b""
+    hold_s: float = 0.0  # the concurrency slot stays held this long after the answer (a backend at work)
+    deliver_after_s: float = 0.0  # the delivery happens this long after the answer (Drafts meanwhile)
 
     @property
     def app_id(self) -> str:
@@ -143,6 +158,7 @@ class _Draft:
     internet_message_id: str
     created: dt.datetime
     attachments: list[_Attachment] = field(default_factory=list)
+    submitted: bool = False  # sent, not yet delivered (a late delivery after an ambiguous fault)
 
 
 @dataclass
@@ -179,8 +195,22 @@ def _param(fault: Fault, name: str, default: bool) -> bool:
     return default if value is None else value.strip().lower() in ("1", "true", "yes")
 
 
+_BEHAVIOUR_PARAMS = frozenset({"delivered", "hold_s", "deliver_after_s"})
+
+
 def _fault_fmt(fault: Fault) -> dict[str, str]:
-    return {k: v for k, v in fault.params.items() if k != "delivered"}
+    return {k: v for k, v in fault.params.items() if k not in _BEHAVIOUR_PARAMS}
+
+
+def _seconds_param(fault: Fault, name: str, default: float) -> float:
+    value = fault.params.get(name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        return default
+    return max(0.0, seconds)
 
 
 class GraphFake:
@@ -193,6 +223,7 @@ class GraphFake:
         self._tokens: dict[tuple[str, str], Claims] = {}
         self.drafts: dict[str, _Draft] = {}
         self.sessions: dict[str, _UploadSession] = {}
+        self._late: dict[str, asyncio.TimerHandle] = {}  # draft id -> its scheduled late delivery
         runtime.on_scenario_change(self._scenario_changed)
         runtime.on_reset(self.reset)
 
@@ -201,6 +232,9 @@ class GraphFake:
         self._throttle = GraphThrottle(self.runtime.scenario.limits.graph)
         self._recipients = self._new_recipient_budget()
         self._tokens = {}
+        for handle in self._late.values():
+            handle.cancel()
+        self._late.clear()
         self.drafts.clear()
         self.sessions.clear()
 
@@ -246,6 +280,7 @@ class GraphFake:
             "/v1.0/users/{user}/messages/{message}/attachments/createUploadSession", self.create_upload_session
         )
         r.add_post("/v1.0/users/{user}/messages/{message}/send", self.send_draft)
+        r.add_delete("/v1.0/users/{user}/messages/{message}", self.delete_message)
         r.add_route("*", "/v1.0/me/{tail:.*}", self.me)
         r.add_put("/api/v2.0/{tail:.+}", self.upload)
         r.add_delete("/api/v2.0/{tail:.+}", self.cancel_upload)
@@ -375,7 +410,11 @@ class GraphFake:
                 )
                 return await self._with_fault(call, fault, process)
             finally:
-                throttle.leave(call.app_id, call.mailbox)
+                if call.hold_s > 0:
+                    # The backend keeps working after the answer: the slot frees later.
+                    asyncio.get_running_loop().call_later(call.hold_s, throttle.leave, call.app_id, call.mailbox)
+                else:
+                    throttle.leave(call.app_id, call.mailbox)
         except GraphFailure as failure:
             return self._fail(call, failure)
 
@@ -394,17 +433,29 @@ class GraphFake:
             drop_http_connection(call.request)
             raise ConnectionDropped
         if fault.action == "drop_after_body":
+            self._backend_at_work(call, fault)
             if _param(fault, "delivered", True):
                 await self._process_quietly(call, process)
             await fault.delay()
             drop_http_connection(call.request)
             raise ConnectionDropped
         # "reply": the scripted answer; the work behind it happened only if the rule says so.
+        assert fault.catalog is not None
+        if (catalog_entry(fault.catalog).status or 0) >= 500:
+            self._backend_at_work(call, fault)
         if _param(fault, "delivered", False):
             await self._process_quietly(call, process)
         await fault.delay()
         assert fault.catalog is not None
         raise GraphFailure(fault.catalog, fmt=_fault_fmt(fault), retry_after=fault.retry_after)
+
+    def _backend_at_work(self, call: _Call, fault: Fault) -> None:
+        """An ambiguous answer to a sending request: the backend goes on (slot held, delivery late)."""
+        if call.operation not in SENDING_OPERATIONS:
+            return
+        exchange = self.scenario.exchange
+        call.hold_s = _seconds_param(fault, "hold_s", exchange.ambiguous_hold_s)
+        call.deliver_after_s = _seconds_param(fault, "deliver_after_s", exchange.ambiguous_delivery_delay_s)
 
     @staticmethod
     async def _process_quietly(call: _Call, process: Callable[[_Call], Awaitable[web.StreamResponse]]) -> None:
@@ -452,6 +503,7 @@ class GraphFake:
         self._deliver(
             call,
             message,
+            draft=self._draft_of_send_mail(call, message) if call.deliver_after_s > 0 else None,
             graph_json=body,
             saved=saved,
             attachments=[
@@ -464,6 +516,20 @@ class GraphFake:
             operation="sendMail",
         )
         return web.Response(status=202, headers=call.headers())
+
+    def _draft_of_send_mail(self, call: _Call, message: Mapping[str, Any]) -> _Draft:
+        """Where a sendMail's message waits for a late delivery: Graph saves it in Drafts first."""
+        draft = _Draft(
+            id=_outlook_id(),
+            mailbox=call.mailbox,
+            app_id=call.app_id,
+            message={k: v for k, v in message.items() if k != "attachments"},
+            internet_message_id=str(message.get("internetMessageId") or _new_internet_message_id()),
+            created=dt.datetime.now(dt.UTC),
+            submitted=True,
+        )
+        self.drafts[draft.id] = draft
+        return draft
 
     def _check_send_as(self, call: _Call, message: Mapping[str, Any]) -> None:
         claims = call.claims
@@ -516,6 +582,7 @@ class GraphFake:
         call: _Call,
         message: Mapping[str, Any],
         *,
+        draft: _Draft | None = None,
         graph_json: Mapping[str, Any],
         saved: bool,
         attachments: list[dict[str, Any]],
@@ -548,7 +615,23 @@ class GraphFake:
                 "clientRequestId": call.client_request_id,
             },
         )
-        return self.runtime.state.add_delivery(delivery)
+        if draft is None:
+            return self.runtime.state.add_delivery(delivery)
+        if call.deliver_after_s <= 0:
+            self.drafts.pop(draft.id, None)
+            return self.runtime.state.add_delivery(delivery)
+        # The backend delivers later; until then the message is in Drafts, being sent.
+        draft.submitted = True
+        self._late[draft.id] = asyncio.get_running_loop().call_later(
+            call.deliver_after_s, self._deliver_late, draft.id, delivery
+        )
+        return delivery
+
+    def _deliver_late(self, draft_id: str, delivery: Delivery) -> None:
+        self._late.pop(draft_id, None)
+        if self.drafts.pop(draft_id, None) is None:
+            return  # reset (or deleted) meanwhile
+        self.runtime.state.add_delivery(dataclasses.replace(delivery, time=time.time()))
 
     async def me(self, request: web.Request) -> web.StreamResponse:
         """/me paths the fake does not serve: app-only tokens get Graph's 400, user tokens 404."""
@@ -572,12 +655,24 @@ class GraphFake:
         if segment:
             match = _FOLDER_SEGMENT.match(segment)
             folder = match.group(1) if match else segment
+        if folder is not None and folder.lower() in DRAFTS_NAMES:
+            return await self._serve(request, "listMessages", READ_ROLES, self._list_drafts)
         if folder is not None and folder.lower() not in SENT_ITEMS_NAMES:
             call = self._begin(request, "listMessages")
             return self._fail(call, GraphFailure("graph.resource_not_found"))
         return await self._serve(request, "listMessages", READ_ROLES, self._list_messages)
 
+    async def _list_drafts(self, call: _Call) -> web.StreamResponse:
+        drafts = sorted((d for d in self.drafts.values() if d.mailbox.lower() == call.mailbox.lower()),
+                        key=lambda d: d.created, reverse=True)
+        return self._listing(call, [_draft_resource(d) for d in drafts], "drafts")
+
     async def _list_messages(self, call: _Call) -> web.StreamResponse:
+        delay_s = self.scenario.exchange.sent_items_delay_s
+        items = [_message_resource(d) for d in reversed(self.runtime.state.sent_items(call.mailbox, delay_s=delay_s))]
+        return self._listing(call, items, "sentitems")
+
+    def _listing(self, call: _Call, items: list[dict[str, Any]], folder: str) -> web.StreamResponse:
         query = call.request.query
         try:
             top = int(query.get("$top", "10"))
@@ -585,8 +680,6 @@ class GraphFake:
             raise GraphFailure("graph.client_error") from None
         if top < 1:
             raise GraphFailure("graph.client_error")
-        delay_s = self.scenario.exchange.sent_items_delay_s
-        items = [_message_resource(d) for d in reversed(self.runtime.state.sent_items(call.mailbox, delay_s=delay_s))]
         flt = query.get("$filter")
         if flt:
             match = _FILTER_EQ.match(flt)
@@ -604,7 +697,7 @@ class GraphFake:
             items = [{k: v for k, v in m.items() if k == "id" or k.lower() in wanted} for m in items]
         user = call.request.match_info.get("user", call.mailbox)
         payload = {
-            "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user}')/mailFolders('sentitems')/messages",
+            "@odata.context": f"https://graph.microsoft.com/v1.0/$metadata#users('{user}')/mailFolders('{folder}')/messages",
             "value": items[:top],
         }
         return web.json_response(payload, headers=call.headers())
@@ -826,17 +919,22 @@ class GraphFake:
 
     async def _send_draft(self, call: _Call) -> web.StreamResponse:
         draft = self._draft(call)
+        if draft.submitted:
+            # One item, one submission: the backend is already sending it ([unverified]: Microsoft does not
+            # document a second /send of an item in transit; Exchange moves the item, it does not copy it).
+            return web.Response(status=202, headers=call.headers())
         problem = gv.check_recipients(draft.message)
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)
         self._check_send_as(call, draft.message)
         self._check_size(call, draft.message, [len(a.content) for a in draft.attachments])
-        del self.drafts[draft.id]
         if self._refused_later(call, draft.message, "send"):
+            del self.drafts[draft.id]
             return web.Response(status=202, headers=call.headers())
         self._deliver(
             call,
             draft.message,
+            draft=draft,
             graph_json={"message": draft.message, "saveToSentItems": True},
             saved=True,  # sending a draft always keeps it in Sent Items
             attachments=[a.summary() for a in draft.attachments],
@@ -845,6 +943,17 @@ class GraphFake:
             graph_message_id=draft.id,
         )
         return web.Response(status=202, headers=call.headers())
+
+    async def delete_message(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "deleteMessage", WRITE_ROLES, self._delete_message)
+
+    async def _delete_message(self, call: _Call) -> web.StreamResponse:
+        """``DELETE /users/{id}/messages/{id}``: 204 (microsoft-graph-docs-contrib api/message-delete.md).
+        A draft being sent has left the client's hands: deleting it does not stop the delivery."""
+        draft = self._draft(call)
+        if not draft.submitted:
+            del self.drafts[draft.id]
+        return web.Response(status=204, headers=call.headers())
 
 
 # -- resources ----------------------------------------------------------------------------------------
@@ -896,6 +1005,7 @@ def _draft_resource(draft: _Draft) -> dict[str, Any]:
         "toRecipients": _address_entries(rcpts["to"]),
         "ccRecipients": _address_entries(rcpts["cc"]),
         "bccRecipients": _address_entries(rcpts["bcc"]),
+        "parentFolderId": "drafts",
     }
 
 

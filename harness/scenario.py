@@ -220,6 +220,21 @@ class ExchangeSettings:
     """How long after a Graph send its copy takes to appear in Sent Items. Graph answers 202 once the message
     is in Drafts; transport and the move to Sent Items happen afterwards (microsoft-graph-docs-contrib
     concepts/outlook-things-to-know-about-send-mail.md), at a time Microsoft does not state."""
+    ambiguous_hold_s: float = 0.0
+    """After an ambiguous fault on a sending request (a 5xx ``reply`` or ``drop_after_body`` on ``sendMail``
+    or ``send``) the backend is still at work: the request's concurrency slot stays held this long, so a
+    quick resend can get 429 MailboxConcurrency ([obs] Q&A 2286986: four 504s, then a 429 because the
+    attempts were "still active", and the mail received four times). Fault param ``hold_s`` overrides it."""
+    ambiguous_delivery_delay_s: float = 0.0
+    """After such a fault the message that is delivered (``params.delivered``) goes out this long later; it
+    sits in Drafts meanwhile (Graph's 202 comes once the message is saved in Drafts, transport follows),
+    then its Sent Items copy appears ``sent_items_delay_s`` after delivery. Fault param ``deliver_after_s``
+    overrides it. 0: delivered at once, as before."""
+
+    def __post_init__(self) -> None:
+        for name in ("sent_items_delay_s", "ambiguous_hold_s", "ambiguous_delivery_delay_s"):
+            if getattr(self, name) < 0:
+                raise ScenarioError(f"exchange.{name} must be >= 0")
 
 
 def _check_latency(where: str, latency_ms: float) -> None:

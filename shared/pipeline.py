@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from shared.ports import BlobSource, PipelineSettings, QueuePort, StatusPort, Transport, TransportSource
 from shared.storage.queues import poison_envelope
 from shared.storage.status import Claim, ClaimKind, StatusRow
+from shared.transports.base import InDrafts, SendsDrafts
 
 log = logging.getLogger("outbox.pipeline")
 
@@ -307,7 +308,10 @@ class Pipeline:
                 self._give_back(work)
                 raise
         try:
-            result = transport.send(message, internet_message_id=imid, blobs=self.blobs)
+            if work.draft_id is not None and isinstance(transport, SendsDrafts):
+                result = transport.send_draft(message, internet_message_id=imid, draft_id=work.draft_id)
+            else:
+                result = transport.send(message, internet_message_id=imid, blobs=self.blobs)
         except OutboxError as err:
             return self._failed(work, ctx, err)
         except Exception as exc:
@@ -346,6 +350,8 @@ class Pipeline:
             # Only a lookup failed: nothing was sent in this attempt.
             return self._failed(work, ctx, unexpected_error(exc, transport=work.transport)
                                 .replace(maybe_delivered=False))
+        if isinstance(found, InDrafts):
+            return self._found_in_drafts(work, ctx, found)
         work.lookup = found
         if found is True:
             self.status.mark_sent(work.message_id, transport=work.transport, sent_via="lookup",
@@ -357,6 +363,23 @@ class Pipeline:
         work.possibly_duplicated = True
         return None
 
+    def _found_in_drafts(self, work: _Work, ctx: _Ctx, found: InDrafts) -> Outcome | None:
+        """The message is in Drafts, not in Sent Items. Exchange's own copy of a sendMail it accepted is on
+        its way (the backend can still be at work long after a 504): not yet known, wait, send nothing. A
+        draft of outbox's own (the large path) still there after the settle time: its ``/send`` did not
+        take effect, so that same draft is sent again (never a second item: if the first ``/send`` is still
+        at work there is one item to move, not two messages). Flagged like any send after a miss."""
+        claim = work.claim
+        assert claim is not None
+        first_seen = claim.row.first_seen
+        age_s = (self.clock() - first_seen).total_seconds() if first_seen else 0.0
+        if not found.ours and age_s < self.settings.max_age_s:
+            return self._not_yet_known(work, ctx, max(1.0, self.settings.lookup_settle_s), in_drafts=True)
+        work.lookup = False
+        work.draft_id = found.draft_id
+        work.possibly_duplicated = True
+        return None
+
     def _still_settling(self, claim: Claim) -> float | None:
         """Seconds until an ambiguous attempt's Sent Items copy can be looked for (None: now)."""
         if claim.previous_state != State.AMBIGUOUS or claim.previous_due_at is None:
@@ -364,17 +387,21 @@ class Pipeline:
         wait = (claim.previous_due_at - self.clock()).total_seconds()
         return wait if wait > 0.5 else None
 
-    def _not_yet_known(self, work: _Work, ctx: _Ctx, wait_s: float) -> Outcome:
+    def _not_yet_known(self, work: _Work, ctx: _Ctx, wait_s: float, *, in_drafts: bool = False) -> Outcome:
         """Too early to look: whether the earlier attempt delivered is not yet known. Nothing is sent and no
         attempt is counted; the message comes back when the lookup can tell."""
         claim = work.claim
         assert claim is not None
         transport = work.transport if work.transport in ("graph", "smtp") else None
+        if in_drafts:
+            detail = (f"an earlier attempt is in the mailbox's Drafts: Exchange is still sending it; Sent Items is "
+                      f"looked at again in {wait_s:.0f} s (OUTBOX_LOOKUP_SETTLE_S)")
+        else:
+            detail = (f"an earlier attempt may have been delivered; Sent Items is looked at in {wait_s:.0f} s, once "
+                      "its copy can have appeared (OUTBOX_LOOKUP_SETTLE_S)")
         err = OutboxError(
             "transient", "outbox.lookup_settling", transport=transport, retryable=True, maybe_delivered=True,
-            retry_after=wait_s,
-            detail=f"an earlier attempt may have been delivered; Sent Items is looked at in {wait_s:.0f} s, once "
-            "its copy can have appeared (OUTBOX_LOOKUP_SETTLE_S)",
+            retry_after=wait_s, detail=detail,
             hint="nothing to do: outbox looks for the message before it sends again; do not send a new copy")
         attempts = max(0, work.attempt - 1)
         self.status.release(work.message_id, attempts=attempts, state=State.AMBIGUOUS, delay_s=wait_s,
@@ -615,6 +642,7 @@ class _Work:
     after_ambiguous: bool = False  # an earlier attempt may have delivered
     lookup: bool | None = None  # what the Sent Items lookup said about it
     possibly_duplicated: bool = False
+    draft_id: str | None = None  # a draft of the message found in Drafts: sent again instead of a new copy
 
     @property
     def message(self) -> Message:

@@ -28,7 +28,27 @@ class SendResult:
     request_id: str | None  # Graph request-id / the SMTP 250 reply after DATA (holds the queue id)
     client_request_id: str | None
     duration_ms: float
-    path: str = "sendMail"  # "sendMail" | "uploadSession" | "smtp"
+    path: str = "sendMail"  # "sendMail" | "uploadSession" | "draft" (a found draft sent again) | "smtp"
+
+
+@dataclass(frozen=True)
+class InDrafts:
+    """A lookup found the message in the sender's Drafts, not in Sent Items: saved, not (yet) sent.
+
+    ``ours``: a draft outbox made itself (the large path: draft, uploads, ``/send``), so it stays there
+    when the ``/send`` never took effect; otherwise Exchange's own copy of a ``sendMail`` it accepted,
+    which it moves to Sent Items once transport has it (Graph answers 202 "once the message is saved in
+    Drafts", microsoft-graph-docs-contrib concepts/outlook-things-to-know-about-send-mail.md)."""
+
+    draft_id: str
+    ours: bool
+
+
+@runtime_checkable
+class SendsDrafts(Protocol):
+    """A transport that can send a draft already in the mailbox (Graph's ``/messages/{id}/send``)."""
+
+    def send_draft(self, message: Message, *, internet_message_id: str, draft_id: str) -> SendResult: ...
 
 
 class BlobSource(Protocol):
@@ -53,8 +73,9 @@ class Transport(Protocol):
         say truthfully whether the server may have the message. Never retries throttling or 5xx."""
         ...
 
-    def find_sent(self, message: Message, *, internet_message_id: str) -> bool | None:
-        """Whether the sender's Sent Items hold this Message-ID; None when that cannot be known."""
+    def find_sent(self, message: Message, *, internet_message_id: str) -> bool | InDrafts | None:
+        """Whether the sender's Sent Items hold this Message-ID (or, for Graph, its Drafts: ``InDrafts``);
+        None when that cannot be known."""
         ...
 
     def close(self) -> None: ...

@@ -29,7 +29,7 @@ import httpx
 
 from shared import classify
 from shared.errors import OutboxError
-from shared.transports.base import BlobSource, SendResult, load_blobs, pause_mailbox, require_blobs
+from shared.transports.base import BlobSource, InDrafts, SendResult, load_blobs, pause_mailbox, require_blobs
 
 if TYPE_CHECKING:
     from shared.credentials import Credentials
@@ -118,27 +118,75 @@ class GraphTransport:
             )
         return self._send_large(sized, mailbox, internet_message_id, plan, blobs, started)
 
-    def find_sent(self, message: Message, *, internet_message_id: str) -> bool | None:
+    def find_sent(self, message: Message, *, internet_message_id: str) -> bool | InDrafts | None:
+        """Sent Items first; on a miss, Drafts, where the message is while it has not been sent: Graph's
+        202 comes once it is saved there and the move to Sent Items follows transport (microsoft-graph-docs-
+        contrib concepts/outlook-things-to-know-about-send-mail.md), and a large message's own draft stays
+        there when its ``/send`` never took effect."""
         if message.save_to_sent_items is False:
             return None
         mailbox = message.sender.address
-        quoted = internet_message_id.replace("'", "''")
-        params = {"$filter": f"internetMessageId eq '{quoted}'", "$select": "id", "$top": "1"}
-        url = f"{self._user_url(mailbox)}/mailFolders/sentitems/messages"
+        sent = self._look_in(mailbox, "sentitems", internet_message_id)
+        if sent is None or sent:
+            return None if sent is None else True
+        drafts = self._look_in(mailbox, "drafts", internet_message_id)
+        if not drafts:
+            return False  # a Drafts lookup that cannot be made leaves the Sent Items miss as it was
+        # Newest first: a draft left by an earlier failed attempt whose delete failed is older.
+        newest = max(drafts, key=lambda item: str(item.get("createdDateTime") or ""))
+        return InDrafts(draft_id=str(newest.get("id") or ""), ours=not self._fits_send_mail(message))
+
+    def _look_in(self, mailbox: str, folder: str, imid: str) -> list[dict[str, Any]] | None:
+        """The items of ``folder`` with this internetMessageId; None when the folder cannot be read."""
+        quoted = imid.replace("'", "''")
+        params = {"$filter": f"internetMessageId eq '{quoted}'", "$select": "id,createdDateTime", "$top": "10"}
+        url = f"{self._user_url(mailbox)}/mailFolders/{folder}/messages"
         with self._pacing.graph.slot(mailbox):
             try:
                 response, _ = self._request("GET", url, mailbox=mailbox, operation="lookup", params=params)
             except OutboxError as exc:
                 if exc.status in (403, 404):
                     # No Mail.ReadBasic, or a policy that hides the folder: the caller cannot know.
-                    log.info("Sent Items lookup not possible for %s: %s", mailbox, exc.code)
+                    log.info("%s lookup not possible for %s: %s", folder, mailbox, exc.code)
                     return None
                 raise
         try:
             found = response.json().get("value") or []
-        except ValueError:
+        except (ValueError, AttributeError):
             return None
-        return bool(found)
+        return [item for item in found if isinstance(item, dict) and item.get("id")]
+
+    def send_draft(self, message: Message, *, internet_message_id: str, draft_id: str) -> SendResult:
+        """Send the draft a lookup found instead of a new copy: one item in the mailbox, so if the earlier
+        ``/send`` is in fact still at work Exchange has that one item to move, not two messages; and the
+        attachments (up to 150 MB) are not uploaded again."""
+        started = time.perf_counter()
+        mailbox = message.sender.address
+        url = f"{self._user_url(mailbox)}/messages/{quote(draft_id, safe='')}/send"
+        with self._pacing.graph.slot(mailbox, holder=internet_message_id):
+            try:
+                response, client_request_id = self._request(
+                    "POST", url, mailbox=mailbox, operation="send_draft", delivers=True, content=b""
+                )
+            except OutboxError as exc:
+                if exc.status != 404:
+                    raise
+                # Gone since the lookup: sent meanwhile (moved to Sent Items) or deleted. Look again later.
+                raise OutboxError(
+                    "transient", "outbox.draft_gone", transport="graph", status=404, retryable=True,
+                    request_sent=True, maybe_delivered=True,
+                    detail="the draft found in Drafts was gone when it was sent again (sent meanwhile?)",
+                    hint="nothing to do: outbox looks for the message again before it sends a new copy",
+                ) from exc
+        return SendResult(
+            transport="graph",
+            mailbox=mailbox,
+            internet_message_id=internet_message_id,
+            request_id=response.headers.get("request-id"),
+            client_request_id=client_request_id,
+            duration_ms=(time.perf_counter() - started) * 1000,
+            path="draft",
+        )
 
     def close(self) -> None:
         """The HTTP client belongs to ``Senders``."""

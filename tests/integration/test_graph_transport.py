@@ -285,3 +285,22 @@ def test_a_body_that_did_not_finish_going_out_is_not_maybe_delivered(fakes, send
     err = info.value
     assert (err.category, err.retryable, err.maybe_delivered) == ("transient", True, False)
     assert not fakes.deliveries()
+
+
+def test_a_late_504_delivery_is_found_in_drafts_then_sent_items(fakes, senders):
+    from shared.transports.base import InDrafts
+
+    fakes.apply_scenario({"exchange": {"ambiguous_delivery_delay_s": 0.8}})
+    fakes.set_fault(service="graph", operation="sendMail", catalog="graph.gateway_timeout", times=1,
+                    params={"delivered": "true"})
+    msg, mid = message()
+    graph = senders.transport("graph")
+    with pytest.raises(OutboxError) as err:
+        send(senders, msg, mid)
+    assert err.value.maybe_delivered
+    found = graph.find_sent(msg, internet_message_id=mid)
+    # Exchange's own copy, on its way: the pipeline waits instead of resending.
+    assert isinstance(found, InDrafts) and not found.ours
+    fakes.wait_for_deliveries(1, timeout=10, transport="graph")
+    assert graph.find_sent(msg, internet_message_id=mid) is True
+    assert len(fakes.deliveries()) == 1
