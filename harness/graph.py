@@ -446,7 +446,6 @@ class GraphFake:
         if _param(fault, "delivered", False):
             await self._process_quietly(call, process)
         await fault.delay()
-        assert fault.catalog is not None
         raise GraphFailure(fault.catalog, fmt=_fault_fmt(fault), retry_after=fault.retry_after)
 
     def _backend_at_work(self, call: _Call, fault: Fault) -> None:
@@ -519,15 +518,7 @@ class GraphFake:
 
     def _draft_of_send_mail(self, call: _Call, message: Mapping[str, Any]) -> _Draft:
         """Where a sendMail's message waits for a late delivery: Graph saves it in Drafts first."""
-        draft = _Draft(
-            id=_outlook_id(),
-            mailbox=call.mailbox,
-            app_id=call.app_id,
-            message={k: v for k, v in message.items() if k != "attachments"},
-            internet_message_id=str(message.get("internetMessageId") or _new_internet_message_id()),
-            created=dt.datetime.now(dt.UTC),
-            submitted=True,
-        )
+        draft = _new_draft(call, message)
         self.drafts[draft.id] = draft
         return draft
 
@@ -716,15 +707,7 @@ class GraphFake:
         problem = gv.check_message(message, need_recipients=False)
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)
-        now = dt.datetime.now(dt.UTC)
-        draft = _Draft(
-            id=_outlook_id(),
-            mailbox=call.mailbox,
-            app_id=call.app_id,
-            message={k: v for k, v in message.items() if k != "attachments"},
-            internet_message_id=str(message.get("internetMessageId") or _new_internet_message_id()),
-            created=now,
-        )
+        draft = _new_draft(call, message)
         for item in message.get("attachments") or []:
             draft.attachments.append(_inline_attachment(item))
         self.drafts[draft.id] = draft
@@ -972,6 +955,18 @@ def _body_recipients(call: _Call) -> list[str]:
     except (ValueError, KeyError, TypeError, AttributeError):
         return []
     return rcpts["to"] + rcpts["cc"] + rcpts["bcc"]
+
+
+def _new_draft(call: _Call, message: Mapping[str, Any]) -> _Draft:
+    """The item Exchange keeps for ``message`` in the caller's Drafts (attachments are added apart)."""
+    return _Draft(
+        id=_outlook_id(),
+        mailbox=call.mailbox,
+        app_id=call.app_id,
+        message={k: v for k, v in message.items() if k != "attachments"},
+        internet_message_id=str(message.get("internetMessageId") or _new_internet_message_id()),
+        created=dt.datetime.now(dt.UTC),
+    )
 
 
 def _inline_attachment(item: Mapping[str, Any]) -> _Attachment:

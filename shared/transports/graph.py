@@ -53,6 +53,20 @@ def _b64_len(n: int) -> int:
     return 4 * math.ceil(n / 3)
 
 
+
+def _result(mailbox: str, imid: str, response: httpx.Response, client_request_id: str, started: float,
+            path: str) -> SendResult:
+    """What the request that sent the message answered (``path``: how it was sent)."""
+    return SendResult(
+        transport="graph",
+        mailbox=mailbox,
+        internet_message_id=imid,
+        request_id=response.headers.get("request-id"),
+        client_request_id=client_request_id,
+        duration_ms=(time.perf_counter() - started) * 1000,
+        path=path,
+    )
+
 class GraphTransport:
     name = "graph"
 
@@ -178,15 +192,7 @@ class GraphTransport:
                     detail="the draft found in Drafts was gone when it was sent again (sent meanwhile?)",
                     hint="nothing to do: outbox looks for the message again before it sends a new copy",
                 ) from exc
-        return SendResult(
-            transport="graph",
-            mailbox=mailbox,
-            internet_message_id=internet_message_id,
-            request_id=response.headers.get("request-id"),
-            client_request_id=client_request_id,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            path="draft",
-        )
+        return _result(mailbox, internet_message_id, response, client_request_id, started, "draft")
 
     def close(self) -> None:
         """The HTTP client belongs to ``Senders``."""
@@ -205,15 +211,7 @@ class GraphTransport:
                 "POST", f"{self._user_url(mailbox)}/sendMail", mailbox=mailbox, operation="send",
                 content=content, delivers=True,
             )
-        return SendResult(
-            transport="graph",
-            mailbox=mailbox,
-            internet_message_id=imid,
-            request_id=response.headers.get("request-id"),
-            client_request_id=client_request_id,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            path="sendMail",
-        )
+        return _result(mailbox, imid, response, client_request_id, started, "sendMail")
 
     def _refuse_oversize(self, message: Message) -> None:
         """A message Exchange will refuse for its size is poisoned before any request: for a large one,
@@ -314,15 +312,7 @@ class GraphTransport:
                 if not exc.maybe_delivered:
                     self._discard_draft(message_url, mailbox)
                 raise
-        return SendResult(
-            transport="graph",
-            mailbox=mailbox,
-            internet_message_id=imid,
-            request_id=response.headers.get("request-id"),
-            client_request_id=client_request_id,
-            duration_ms=(time.perf_counter() - started) * 1000,
-            path="uploadSession",
-        )
+        return _result(mailbox, imid, response, client_request_id, started, "uploadSession")
 
     def _upload(self, message_url: str, mailbox: str, att: Attachment, blobs: BlobSource | None) -> None:
         from shared import render_graph
