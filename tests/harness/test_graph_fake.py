@@ -28,22 +28,6 @@ SEND_URL = f"/v1.0/users/{SENDER}/sendMail"
 SENT_ITEMS = f"/v1.0/users/{SENDER}/mailFolders/sentitems/messages"
 
 
-@pytest.fixture(scope="module")
-def tls(_harness_session: Harness) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(_harness_session.ca_bundle))
-
-
-@pytest.fixture
-def client(harness: Harness, tls: ssl.SSLContext) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=harness.url("graph"),
-        verify=tls,
-        headers={"Authorization": f"Bearer {harness.mint_token('graph')}"},
-        timeout=10,
-    ) as http:
-        yield http
-
-
 @pytest.fixture
 def anonymous(tls: ssl.SSLContext) -> Iterator[httpx.Client]:
     """A client without Authorization, as the pre-authenticated upload URL wants."""

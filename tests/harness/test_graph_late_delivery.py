@@ -7,9 +7,8 @@ every wait is on an event (a delivery, the slot freeing), never a fixed sleep.
 
 from __future__ import annotations
 
-import ssl
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -18,17 +17,6 @@ from harness.up import Harness
 from tests.harness.test_graph_fake import SEND_URL, SENDER, SENT_ITEMS, assert_graph_error, message
 
 DRAFTS = f"/v1.0/users/{SENDER}/mailFolders/drafts/messages"
-
-
-@pytest.fixture
-def client(harness: Harness) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=harness.url("graph"),
-        verify=ssl.create_default_context(cafile=str(harness.ca_bundle)),
-        headers={"Authorization": f"Bearer {harness.mint_token('graph')}"},
-        timeout=10,
-    ) as http:
-        yield http
 
 
 def _until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -23,17 +23,6 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture
-def client(harness: Harness) -> Iterator[httpx.Client]:
-    with httpx.Client(
-        base_url=harness.url("graph"),
-        verify=ssl.create_default_context(cafile=str(harness.ca_bundle)),
-        headers={"Authorization": f"Bearer {harness.mint_token('graph')}"},
-        timeout=10,
-    ) as http:
-        yield http
-
-
-@pytest.fixture
 def anonymous(harness: Harness) -> Iterator[httpx.Client]:
     with httpx.Client(verify=ssl.create_default_context(cafile=str(harness.ca_bundle)), timeout=10) as http:
         yield http

@@ -44,11 +44,6 @@ def mail(sender: str = SENDER, to: str = "to@fabrikam.example", **headers: str) 
     return message
 
 
-@pytest.fixture(scope="module")
-def tls(_harness_session: Harness) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(_harness_session.ca_bundle))
-
-
 @pytest.fixture
 def connect(harness: Harness, tls: ssl.SSLContext) -> Iterator:
     """connect(tls=True, login=True, user=SENDER, token=None) -> smtplib.SMTP; closed at the end."""
