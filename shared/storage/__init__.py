@@ -122,9 +122,8 @@ def slot_client_options(settings: Settings, options: StorageOptions) -> dict[str
     from shared.storage.options import with_light_transport
 
     timeout = settings.slot_timeout_s
-    plain = {k: v for k, v in options.services.items() if k != "transport"}
     return with_light_transport(
-        {**plain, "connection_timeout": timeout, "read_timeout": timeout, "retry_total": 0}, timeout)
+        {**options.services, "connection_timeout": timeout, "read_timeout": timeout, "retry_total": 0}, timeout)
 
 
 def build_slots(settings: Settings, blob_service: Any) -> MailboxSlots:

@@ -46,8 +46,7 @@ def settings_options(settings: Any) -> dict[str, Any]:
 
 def table_options(settings: Any, environ: dict[str, str] | None = None) -> dict[str, Any]:
     """:func:`settings_options` for the status table's client, over :func:`with_light_transport`."""
-    options = settings_options(settings) if environ is None else client_options(
-        environ, timeout_s=settings.storage_timeout_s)
+    options = client_options(environ, timeout_s=settings.storage_timeout_s)
     return with_light_transport(options, settings.storage_timeout_s)
 
 
