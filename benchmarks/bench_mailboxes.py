@@ -85,6 +85,7 @@ def run(harness: RemoteHarness, counter: OutcomeCounter, *, senders: list[str], 
         requests, throttled = harness.graph_counts()
         threads = host.executor._max_workers
         opts = host.queue_options
+        slot_ops = _slot_operations()
     finally:
         host.stop()
         with contextlib.suppress(Exception):
@@ -92,8 +93,22 @@ def run(harness: RemoteHarness, counter: OutcomeCounter, *, senders: list[str], 
         service.close()
     return {"rate": _rate(times), "delivered": len(times), "requests": requests, "throttled": throttled,
             "deferred": counter.outcomes["deferred"], "threads": threads, "batch": opts.batch_size,
-            "threshold": opts.new_batch_threshold, "cpu_ms": counter.steady_cpu_ms(),
+            "threshold": opts.new_batch_threshold, "cpu_ms": counter.steady_cpu_ms(), "slot_ops": slot_ops,
             "span_s": times[-1] - times[0] if times else 0.0, "start_s": (times[0] - started) if times else 0.0}
+
+
+def _slot_operations() -> dict[str, int]:
+    """Slot-lease and budget operations of the host's runtime so far (empty with OUTBOX_SLOTS=local)."""
+    from function_app import runtime as app_runtime
+
+    current = app_runtime._current
+    slots = current.stores.slots if current is not None else None
+    graph: Any = getattr(slots, "graph", None)
+    ops: dict[str, int] = dict(graph.operations()) if hasattr(graph, "operations") else {}
+    budget = getattr(slots, "graph_budget", None)
+    if budget is not None and hasattr(budget, "operations"):
+        ops.update({f"budget_{k}": v for k, v in budget.operations().items()})
+    return ops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{os.cpu_count()} cores)")
     for name, r in (("1 mailbox, Graph 0 ms", fast), (f"{args.mailboxes} mailboxes, Graph 100 ms", slow)):
         cpu = f", {r['cpu_ms']:.1f} ms process CPU per message" if r["cpu_ms"] else ""
+        if r["slot_ops"] and r["delivered"]:
+            ops = ", ".join(f"{k} {v}" for k, v in sorted(r["slot_ops"].items()))
+            cpu += f"; slot-store operations {sum(r['slot_ops'].values()) / r['delivered']:.3f} per message ({ops})"
         print(f"  {name:<28} {r['rate']:6.1f} msgs/s ({r['delivered']} in {r['span_s']:.1f} s); 429s "
               f"{r['throttled']} of {r['requests']} Graph requests; deferred {r['deferred']}{cpu}")
     verdict = "OK" if ratio >= TARGET_RATIO and slow["throttled"] == 0 else "BELOW TARGET"

@@ -215,7 +215,7 @@ class Harness:
         values: dict[str, str] = {
             "FUNCTIONS_WORKER_RUNTIME": "python",
             "PYTHON_SCRIPT_FILE_NAME": "main.py",
-            "PYTHON_THREADPOOL_THREAD_COUNT": "64",
+            "PYTHON_THREADPOOL_THREAD_COUNT": "32",
             "AzureWebJobsStorage": self.storage_connection_string or "UseDevelopmentStorage=true",
             "OUTBOX_QUEUE": "outbox",
             "OUTBOX_TENANT_ID": scenario.tenant_id,

@@ -203,6 +203,9 @@ param outboxSlotLeaseS string = '15'
 @description('OUTBOX_SLOT_IDLE_S: a slot lease unused this long is given back for other instances, in seconds.')
 param outboxSlotIdleS string = '0.25'
 
+@description('OUTBOX_SLOT_IDLE_ALONE_S: as OUTBOX_SLOT_IDLE_S, on a mailbox where this instance has seen no other holder lately, in seconds.')
+param outboxSlotIdleAloneS string = '2'
+
 @description('OUTBOX_SLOT_PROBE_S: how often an instance that wants a slot held elsewhere looks for a free one, in seconds.')
 param outboxSlotProbeS string = '0.25'
 
@@ -328,6 +331,7 @@ var outboxSettings = {
   OUTBOX_SLOTS_CONTAINER: outboxSlotsContainer
   OUTBOX_SLOT_LEASE_S: outboxSlotLeaseS
   OUTBOX_SLOT_IDLE_S: outboxSlotIdleS
+  OUTBOX_SLOT_IDLE_ALONE_S: outboxSlotIdleAloneS
   OUTBOX_SLOT_PROBE_S: outboxSlotProbeS
   OUTBOX_SLOT_TIMEOUT_S: outboxSlotTimeoutS
   OUTBOX_EXPECTED_INSTANCES: outboxExpectedInstances

@@ -25,8 +25,9 @@ if TYPE_CHECKING:
 USER_AGENT = "outbox/0.1 (+python-httpx)"
 
 # Graph allows 4 requests in flight per mailbox; a process serves a handful of mailboxes, and the
-# Functions worker runs up to 64 invocations at once (host.json 32 + 31, PYTHON_THREADPOOL_THREAD_COUNT 64);
-# fewer idle connections kept than threads would mean TLS handshakes under load.
+# Functions worker runs up to 32 invocations at once (PYTHON_THREADPOOL_THREAD_COUNT 32, host.json lets in
+# 32 + 31); fewer idle connections kept than threads would mean TLS handshakes under load, and the
+# headroom serves a thread count raised in the app settings.
 MAX_CONNECTIONS = 96
 MAX_KEEPALIVE = 64
 KEEPALIVE_EXPIRY_S = 60.0

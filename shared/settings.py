@@ -279,6 +279,10 @@ class Settings:
     slot_idle_s: float = setting(
         "OUTBOX_SLOT_IDLE_S", "0.25", "A slot lease unused this long is given back for other instances, in seconds.",
         number())
+    slot_idle_alone_s: float = setting(
+        "OUTBOX_SLOT_IDLE_ALONE_S", "2",
+        "As OUTBOX_SLOT_IDLE_S, for a mailbox on which this instance has seen no other holder in the last lease "
+        "period (saves re-taking slots; a newcomer may wait this long for an idle one), in seconds.", number())
     slot_probe_s: float = setting(
         "OUTBOX_SLOT_PROBE_S", "0.25",
         "How often an instance that wants a slot held elsewhere looks for a free one, in seconds.", number(0.01))

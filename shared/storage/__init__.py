@@ -135,7 +135,8 @@ def build_slots(settings: Settings, blob_service: Any) -> MailboxSlots:
 
     container = blob_service.get_container_client(settings.slots_container)
     common: dict[str, Any] = {"scope": settings.client_id or "app", "lease_s": settings.slot_lease_s,
-                              "idle_s": settings.slot_idle_s, "probe_s": settings.slot_probe_s}
+                              "idle_s": settings.slot_idle_s, "probe_s": settings.slot_probe_s,
+                              "idle_alone_s": settings.slot_idle_alone_s}
     graph = BlobSlots(container, service="graph", capacity=settings.graph_concurrency,
                       safe_share=settings.graph_concurrency // settings.expected_instances, **common)
     smtp = BlobSlots(container, service="smtp", capacity=settings.smtp_connections,

@@ -11,6 +11,15 @@ slot at most one lease period later (the server's clock, not ours). A process th
 not hold looks for a free one (one listing shows every lease state, then one acquire) at most every
 ``OUTBOX_SLOT_PROBE_S``.
 
+Giving a slot back costs three operations if the same process wants it again (release, list, acquire),
+and a process sending to many mailboxes wants its 2nd-4th slot back every few hundred milliseconds. So
+while a process still sends to a mailbox and has not seen another holder on it in its last lease period
+(its listings show every lease), it keeps a spare slot for ``OUTBOX_SLOT_IDLE_ALONE_S`` instead; once
+nothing is in flight for ``OUTBOX_SLOT_IDLE_S`` it gives every slot back, since the end of a backlog is
+when other instances wait. It takes back a slot it gave up by acquiring that blob directly (one
+operation; a 409 means someone else has it, and then it lists). The cost: an instance that arrives while
+another sends with spare slots it has not seen waits up to the longer time for one.
+
 When the store fails or answers slower than ``OUTBOX_SLOT_TIMEOUT_S`` (anything but "that lease is
 taken"), the process falls back to a fixed safe share, floor(capacity / ``OUTBOX_EXPECTED_INSTANCES``)
 (at least 1), on top of the Retry-After pause every 429 already sets; it says so once in the log, tries
@@ -62,6 +71,9 @@ class _Box:
     probing: bool = False
     next_probe: float = 0.0
     blobs_exist: bool = False
+    given_up: list[int] = field(default_factory=list)  # slot indices this process released, newest last
+    releasing: set[int] = field(default_factory=set)  # still ours at the server until the release answers
+    shared_until: float = 0.0  # a listing showed another holder: short idle time until then
 
 
 class BlobSlots:
@@ -78,6 +90,7 @@ class BlobSlots:
         idle_s: float,
         probe_s: float,
         safe_share: int,
+        idle_alone_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if capacity < 1:
@@ -91,6 +104,7 @@ class BlobSlots:
         self.lease_s = int(lease_s)
         self.renew_s = self.lease_s / 3  # two renewals may fail before the lease is lost
         self.idle_s = idle_s
+        self.idle_alone_s = max(idle_s, idle_s if idle_alone_s is None else idle_alone_s)
         self.probe_s = probe_s
         self.safe_share = max(1, min(capacity, safe_share))
         self._clock = clock
@@ -190,14 +204,14 @@ class BlobSlots:
     def _probe(self, box: _Box) -> bool:
         """Look for a free slot and lease it (the lock is released meanwhile); True when one is held."""
         box.probing = True
-        taken = {h.index for h in box.held}
+        taken = {h.index for h in box.held} | box.releasing
         self._lock.release()
         try:
             try:
-                found = self._acquire_free(box, taken)
+                found, shared = self._acquire_free(box, taken)
                 error: SlotStoreError | None = None
             except SlotStoreError as exc:
-                found, error = None, exc
+                found, shared, error = None, False, exc
         finally:
             self._lock.acquire()
             box.probing = False
@@ -207,6 +221,8 @@ class BlobSlots:
             self._degrade(error, now)
             return False
         self._recovered()
+        if shared:
+            box.shared_until = now + self.lease_s
         if found is None:
             box.next_probe = now + self.probe_s
             return False
@@ -214,13 +230,18 @@ class BlobSlots:
         box.held.insert(box.busy, _Held(index, lease, now, now))
         return True
 
-    def _acquire_free(self, box: _Box, taken: set[int]) -> tuple[int, Any] | None:
-        """Without the lock: one listing, the slot blobs created once, one acquire per free slot tried."""
+    def _acquire_free(self, box: _Box, taken: set[int]) -> tuple[tuple[int, Any] | None, bool]:
+        """Without the lock: a slot this process gave up tried first, else one listing, the slot blobs created
+        once, one acquire per free slot tried. Also says whether another holder was seen."""
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
         from azure.storage.blob import BlobLeaseClient
 
         try:
+            again = self._take_back(box, taken)
+            if again is not None:
+                return again, False
             states = self._lease_states(box.prefix)
+            shared = any(i not in taken and state not in FREE_STATES for i, state in states.items())
             if not box.blobs_exist:
                 for index in range(self.capacity):
                     if index not in states:
@@ -234,18 +255,40 @@ class BlobSlots:
                 try:
                     self._count("acquire")
                     lease.acquire(lease_duration=self.lease_s)
-                    return index, lease
+                    return (index, lease), shared
                 except ResourceNotFoundError:
                     box.blobs_exist = False  # deleted under us: made again on the next probe
                 except HttpResponseError as exc:
                     if exc.status_code != 409:  # 409 LeaseAlreadyPresent: someone was faster
                         raise
                     self._count("acquire_taken")
-            return None
+                    shared = True
+            return None, shared
         except SlotStoreError:
             raise
         except Exception as exc:  # down, slow (timeout), refused: all mean "do not rely on the store"
             raise SlotStoreError(_describe(exc)) from exc
+
+    def _take_back(self, box: _Box, taken: set[int]) -> tuple[int, Any] | None:
+        """Without the lock: acquire the slot this process gave up last, if nobody else took it (one operation
+        instead of a listing and an acquire). Any refusal falls back to the listing."""
+        from azure.core.exceptions import HttpResponseError
+        from azure.storage.blob import BlobLeaseClient
+
+        with self._lock:
+            candidates = [i for i in box.given_up if i not in taken]
+            box.given_up.clear()
+        if not candidates or not box.blobs_exist:
+            return None
+        index = candidates[-1]
+        lease = BlobLeaseClient(self._container.get_blob_client(f"{box.prefix}slot-{index}"))
+        try:
+            self._count("acquire")
+            lease.acquire(lease_duration=self.lease_s)
+        except HttpResponseError as exc:  # 409 taken, 404 gone, or worse: the listing sorts it out
+            self._count("acquire_taken" if exc.status_code == 409 else "acquire_failed")
+            return None
+        return index, lease
 
     def _lease_states(self, prefix: str) -> dict[int, str]:
         from azure.core.exceptions import ResourceNotFoundError
@@ -329,7 +372,7 @@ class BlobSlots:
 
     def _keep_once(self) -> None:
         now = self._clock()
-        to_release: list[_Held] = []
+        to_release: list[tuple[_Box, _Held]] = []
         to_renew: list[tuple[_Box, _Held]] = []
         with self._lock:
             retry = self._degraded_until
@@ -340,11 +383,22 @@ class BlobSlots:
             return
         with self._lock:
             for box in self._boxes.values():
-                while len(box.held) > box.busy and now - box.held[-1].idle_since >= self.idle_s:
-                    to_release.append(box.held.pop())
+                # A mailbox this process stopped sending to gives every slot back soon (the end of a backlog
+                # is when other instances wait for them); one still in use keeps its spare slots longer
+                # unless another holder was seen.
+                quiet = box.busy == 0 and bool(box.held) and now - box.held[0].idle_since >= self.idle_s
+                idle_s = self.idle_s if quiet or now < box.shared_until else self.idle_alone_s
+                while len(box.held) > box.busy and now - box.held[-1].idle_since >= idle_s:
+                    held = box.held.pop()
+                    box.releasing.add(held.index)
+                    to_release.append((box, held))
                 to_renew.extend((box, h) for h in box.held if now - h.renewed_at >= self.renew_s)
-        for h in to_release:
-            self._release(h)
+        for box, h in to_release:
+            released = self._release(h)
+            with self._lock:
+                box.releasing.discard(h.index)
+                if released and h.index not in box.given_up:
+                    box.given_up.append(h.index)
         for box, h in to_renew:
             self._renew(box, h)
 
@@ -402,17 +456,20 @@ class BlobSlots:
             return
         position = box.held.index(held)
         box.held.pop(position)
+        box.shared_until = self._clock() + self.lease_s
         if position < box.busy:
             # It was in use: that request goes on (it cannot be called back) without a lease behind it.
             box.busy -= 1
             box.unbacked += 1
 
-    def _release(self, held: _Held) -> None:
+    def _release(self, held: _Held) -> bool:
         try:
             self._count("release")
             held.lease.release()
         except Exception as exc:  # it expires by itself; a failed release only delays others
             log.info("could not release %s slot %d: %s", self.service, held.index, _describe(exc))
+            return False
+        return True
 
 
 def _describe(exc: BaseException) -> str:

@@ -169,3 +169,63 @@ def test_a_stalled_store_falls_back_to_the_safe_share_says_so_once_and_recovers(
     slots.give_back(MAILBOX)
     assert all(slots.take(MAILBOX, 5.0) for _ in range(4))  # the whole mailbox again, through leases
     assert len([r for r in caplog.records if "unavailable" in r.getMessage()]) == 1
+
+
+class _Clock:
+    """The slot store's clock, moved by the test: idle times pass without waiting for them."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_alone_on_a_mailbox_a_spare_slot_is_kept_while_sending_and_all_go_back_once_quiet(
+        make_slots: Callable[..., BlobSlots]) -> None:
+    clock = _Clock()
+    slots = make_slots(idle_s=0.3, idle_alone_s=60, clock=clock)
+    assert slots.take(MAILBOX, 1.0) and slots.take(MAILBOX, 1.0)
+    slots.give_back(MAILBOX)  # one still in flight: the mailbox is in use
+    clock.now += 1.0  # past OUTBOX_SLOT_IDLE_S, well short of OUTBOX_SLOT_IDLE_ALONE_S
+    slots._keep_once()
+    assert slots.held(MAILBOX) == 2 and "release" not in slots.operations()
+    slots.give_back(MAILBOX)  # nothing in flight now: other instances may be waiting
+    clock.now += 1.0
+    slots._keep_once()
+    assert slots.held(MAILBOX) == 0 and slots.operations()["release"] == 2
+    listings = slots.operations()["list"]
+    assert slots.take(MAILBOX, 1.0) is True
+    ops = slots.operations()
+    # A slot it gave up is acquired again directly: one operation, no listing.
+    assert ops["list"] == listings and ops["acquire"] == 3, ops
+
+
+def test_a_spare_slot_goes_back_soon_once_another_holder_is_seen(make_slots: Callable[..., BlobSlots]) -> None:
+    clock = _Clock()
+    other = make_slots()
+    assert other.take(MAILBOX, 1.0) is True
+    slots = make_slots(idle_s=0.3, idle_alone_s=60, clock=clock)
+    assert slots.take(MAILBOX, 1.0) and slots.take(MAILBOX, 1.0)  # its listings show the other's lease
+    slots.give_back(MAILBOX)
+    clock.now += 1.0
+    slots._keep_once()
+    assert slots.held(MAILBOX) == 1 and slots.operations()["release"] == 1
+
+
+def test_a_given_up_slot_taken_by_another_instance_costs_one_refused_acquire(
+        make_slots: Callable[..., BlobSlots]) -> None:
+    clock = _Clock()
+    slots = make_slots(capacity=1, idle_s=0.3, idle_alone_s=60, clock=clock)
+    other = make_slots(capacity=1, idle_s=60)
+    assert slots.take(MAILBOX, 1.0) is True
+    slots.give_back(MAILBOX)
+    clock.now += 1.0
+    slots._keep_once()
+    assert slots.held(MAILBOX) == 0
+    assert other.take(MAILBOX, 1.0) is True  # the only slot is someone else's now
+    before = slots.operations()
+    assert slots.take(MAILBOX, 0.2) is False
+    after = slots.operations()
+    assert after.get("acquire_taken", 0) == before.get("acquire_taken", 0) + 1, after
+    assert after["list"] > before["list"]  # it looked, found nothing free, and waits
