@@ -76,11 +76,10 @@ var platformSettings = {
   AZURE_CLIENT_ID: identityClientId
   // The worker indexes only a root file: main.py imports the app from the function_app package.
   PYTHON_SCRIPT_FILE_NAME: 'main.py'
-  // The queue function is synchronous: one worker thread per message in flight. host.json lets in up to
-  // batchSize 32 + newBatchThreshold 31 (63 in process, the rest waiting for a thread); 32 threads: 20 mailboxes
-  // at 100 ms Graph latency reach 90-94 % of the instance's CPU-bound rate, 64 threads 85-91 %, 32 threads with
-  // a threshold of 16 76 % (benchmarks/bench_mailboxes.py); the default min(32, cores + 4) is 5. The worker has
-  // no upper bound since 2021 (azure-functions-python-worker#890).
+  // The queue function is synchronous: one worker thread per message in flight; host.json lets 63 in.
+  // 32 threads: 20 mailboxes at 100 ms Graph latency reach 90-94 % of the CPU-bound rate, 64 threads 85-91 %
+  // (benchmarks/bench_mailboxes.py). The default min(32, cores + 4) is 5; the worker has no upper bound
+  // since 2021 (azure-functions-python-worker#890).
   PYTHON_THREADPOOL_THREAD_COUNT: '32'
 }
 
