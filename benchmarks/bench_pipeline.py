@@ -61,8 +61,16 @@ class MemoryStatus:
         self.rows[message_id] = new
         return Claim(ClaimKind.CLAIMED, new, previous_state=row.state if row else None)
 
-    def mark_sent(self, message_id: str, **kw: Any) -> None:
+    def mark_sent(self, message_id: str, **kw: Any) -> StatusRow:
         self.rows[message_id] = replace(self.rows[message_id], state="sent")
+        return self.rows[message_id]
+
+    def take_sent_copy(self, message_id: str, **kw: Any) -> StatusRow | None:
+        return self.rows.get(message_id)
+
+    def finish_sent_copy(self, message_id: str, **kw: Any) -> StatusRow:
+        self.rows[message_id] = replace(self.rows[message_id], sent_copy=kw.get("state"))
+        return self.rows[message_id]
 
     def mark_retrying(self, message_id: str, **kw: Any) -> None:
         self.rows[message_id] = replace(self.rows[message_id], state=kw.get("state", "retrying"))

@@ -182,12 +182,10 @@ async def sent_items(request: web.Request) -> web.Response:
     if not mailbox:
         return _bad_request("mailbox is required")
     try:
-        from harness.graph import _message_resource as resource
+        from harness.graph import sent_items_listing
     except ModuleNotFoundError:
         return web.json_response({"mailbox": mailbox, "value": []})
-    delay_s = runtime.scenario.exchange.sent_items_delay_s
-    items = reversed(runtime.state.sent_items(mailbox, delay_s=delay_s))
-    return web.json_response({"mailbox": mailbox, "value": [{**resource(d), "deliveryId": d.id} for d in items]})
+    return web.json_response({"mailbox": mailbox, "value": sent_items_listing(runtime, mailbox, harness_ids=True)})
 
 
 async def reset(request: web.Request) -> web.Response:

@@ -59,7 +59,7 @@ from harness.graph_limits import RecipientBudget, message_size
 from harness.runtime import FAKE_EXCHANGE_HOST, HarnessRuntime
 from harness.scenario import Scenario
 from harness.server import Endpoint
-from harness.state import Delivery
+from harness.state import Delivery, SavedItem
 from harness.throttle import GraphThrottle
 from harness.tokens import Claims, TokenRejected, unverified_claims
 from shared.catalog import entry as catalog_entry
@@ -78,6 +78,11 @@ CLIENT_MAX_SIZE = 256 * 1024 * 1024
 TOKEN_CACHE_SIZE = 4096
 SENT_ITEMS_NAMES = {"sentitems", "sent items"}
 DRAFTS_NAMES = {"drafts"}
+# PidTagMessageFlags and its MSGFLAG_UNSENT bit: an item created with the bit clear is not a draft (and the
+# flags cannot be changed once it is saved: PidTagMessageFlags canonical property, MS-OXCMSG 2.2.1.6).
+MESSAGE_FLAGS_TAG = "0x0e07"
+MSGFLAG_UNSENT = 0x8
+SUBMIT_TIME_TAG = "0x0039"  # PidTagClientSubmitTime: the sentDateTime Graph shows
 # The requests that send mail: the only ones whose ambiguous failure leaves a backend at work.
 SENDING_OPERATIONS = frozenset({"sendMail", "send"})
 _FOLDER_SEGMENT = re.compile(r"^mailFolders\('([^']+)'\)$", re.IGNORECASE)
@@ -272,6 +277,9 @@ class GraphFake:
         r.add_get("/v1.0/me/mailFolders/{folder}/messages", self.list_messages)
         r.add_get("/v1.0/me/{segment:mailFolders\\('[^']+'\\)}/messages", self.list_messages)
         r.add_post("/v1.0/users/{user}/messages", self.create_message)
+        r.add_post("/v1.0/users/{user}/mailFolders/{folder}/messages", self.create_in_folder)
+        r.add_post("/v1.0/users/{user}/{segment:mailFolders\\('[^']+'\\)}/messages", self.create_in_folder)
+        r.add_post("/v1.0/me/mailFolders/{folder}/messages", self.create_in_folder)
         r.add_get("/v1.0/users/{user}/messages", self.list_messages)
         r.add_get("/v1.0/users/{user}/mailFolders/{folder}/messages", self.list_messages)
         r.add_get("/v1.0/users/{user}/{segment:mailFolders\\('[^']+'\\)}/messages", self.list_messages)
@@ -641,14 +649,10 @@ class GraphFake:
 
     # -- Sent Items -----------------------------------------------------------------------------------
     async def list_messages(self, request: web.Request) -> web.StreamResponse:
-        folder = request.match_info.get("folder")
-        segment = request.match_info.get("segment")
-        if segment:
-            match = _FOLDER_SEGMENT.match(segment)
-            folder = match.group(1) if match else segment
-        if folder is not None and folder.lower() in DRAFTS_NAMES:
+        folder = _folder_of(request)
+        if folder is not None and folder in DRAFTS_NAMES:
             return await self._serve(request, "listMessages", READ_ROLES, self._list_drafts)
-        if folder is not None and folder.lower() not in SENT_ITEMS_NAMES:
+        if folder is not None and folder not in SENT_ITEMS_NAMES:
             call = self._begin(request, "listMessages")
             return self._fail(call, GraphFailure("graph.resource_not_found"))
         return await self._serve(request, "listMessages", READ_ROLES, self._list_messages)
@@ -659,9 +663,7 @@ class GraphFake:
         return self._listing(call, [_draft_resource(d) for d in drafts], "drafts")
 
     async def _list_messages(self, call: _Call) -> web.StreamResponse:
-        delay_s = self.scenario.exchange.sent_items_delay_s
-        items = [_message_resource(d) for d in reversed(self.runtime.state.sent_items(call.mailbox, delay_s=delay_s))]
-        return self._listing(call, items, "sentitems")
+        return self._listing(call, sent_items_listing(self.runtime, call.mailbox), "sentitems")
 
     def _listing(self, call: _Call, items: list[dict[str, Any]], folder: str) -> web.StreamResponse:
         query = call.request.query
@@ -697,7 +699,8 @@ class GraphFake:
     async def create_message(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "createMessage", WRITE_ROLES, self._create_message)
 
-    async def _create_message(self, call: _Call) -> web.StreamResponse:
+    def _new_message_body(self, call: _Call) -> dict[str, Any]:
+        """A message resource to create, bound as Graph binds it (recipients may come later)."""
         message = self._json(call)
         if not isinstance(message, dict):
             raise GraphFailure("graph.invalid_json")
@@ -707,12 +710,41 @@ class GraphFake:
         problem = gv.check_message(message, need_recipients=False)
         if problem is not None:
             raise GraphFailure(problem.catalog, fmt=problem.fmt)
+        return message
+
+    async def _create_message(self, call: _Call) -> web.StreamResponse:
+        message = self._new_message_body(call)
         draft = _new_draft(call, message)
         for item in message.get("attachments") or []:
             draft.attachments.append(_inline_attachment(item))
         self.drafts[draft.id] = draft
         resource = _draft_resource(draft)
         return web.json_response(resource, status=201, headers=call.headers())
+
+    async def create_in_folder(self, request: web.Request) -> web.StreamResponse:
+        """``POST .../mailFolders/{folder}/messages``: an item created in a folder, sent to nobody. Drafts
+        is the draft path; Sent Items keeps a saved item (outbox's copy of an SMTP submission), which
+        Exchange makes a draft unless ``PidTagMessageFlags`` is given without MSGFLAG_UNSENT."""
+        folder = _folder_of(request)
+        if folder in DRAFTS_NAMES:
+            return await self._serve(request, "createMessage", WRITE_ROLES, self._create_message)
+        if folder not in SENT_ITEMS_NAMES:
+            call = self._begin(request, "createMessage")
+            return self._fail(call, GraphFailure("graph.resource_not_found"))
+        return await self._serve(request, "createMessage", WRITE_ROLES, self._create_in_sent_items)
+
+    async def _create_in_sent_items(self, call: _Call) -> web.StreamResponse:
+        message = self._new_message_body(call)
+        flags = _message_flags(message)
+        item = self.runtime.state.add_saved_item(SavedItem(
+            mailbox=call.mailbox, folder="sentitems",
+            message_id=str(message.get("internetMessageId") or _new_internet_message_id()),
+            subject=str(message.get("subject") or ""),
+            message={k: v for k, v in message.items() if k != "attachments"},
+            is_draft=flags is None or bool(flags & MSGFLAG_UNSENT), app_id=call.app_id,
+            attachments=len(message.get("attachments") or ()),
+        ))
+        return web.json_response(_saved_resource(item), status=201, headers=call.headers())
 
     def _draft(self, call: _Call) -> _Draft:
         draft = self.drafts.get(call.request.match_info["message"])
@@ -955,6 +987,75 @@ def _body_recipients(call: _Call) -> list[str]:
     except (ValueError, KeyError, TypeError, AttributeError):
         return []
     return rcpts["to"] + rcpts["cc"] + rcpts["bcc"]
+
+
+def _folder_of(request: web.Request) -> str | None:
+    """The folder a ``mailFolders/{folder}`` or ``mailFolders('{folder}')`` path names, lower-cased."""
+    folder = request.match_info.get("folder")
+    segment = request.match_info.get("segment")
+    if segment:
+        match = _FOLDER_SEGMENT.match(segment)
+        folder = match.group(1) if match else segment
+    return folder.lower() if folder is not None else None
+
+
+def _message_flags(message: Mapping[str, Any]) -> int | None:
+    """The ``PidTagMessageFlags`` a created message gives (``Integer 0x0E07``), or None."""
+    for prop in message.get("singleValueExtendedProperties") or ():
+        if not isinstance(prop, Mapping):
+            raise GraphFailure("graph.client_error")
+        kind, _, tag = str(prop.get("id") or "").partition(" ")
+        if kind.casefold() == "integer" and tag.strip().casefold() == MESSAGE_FLAGS_TAG:
+            try:
+                return int(str(prop.get("value")), 0)
+            except ValueError:
+                raise GraphFailure("graph.client_error") from None
+    return None
+
+
+def sent_items_listing(runtime: HarnessRuntime, mailbox: str, *, harness_ids: bool = False) -> list[dict[str, Any]]:
+    """A mailbox's Sent Items as Graph lists them, newest first: the copies of what it sent (each visible
+    ``exchange.sent_items_delay_s`` after it was sent) and the items clients saved there. ``harness_ids``
+    (the control port's view) adds ``deliveryId`` or ``savedItemId``, which Graph has not."""
+    delay_s = runtime.scenario.exchange.sent_items_delay_s
+    extra: Callable[[str, str], dict[str, str]] = (lambda k, v: {k: v}) if harness_ids else (lambda k, v: {})
+    found = [(d.time, {**_message_resource(d), **extra("deliveryId", d.id)})
+             for d in runtime.state.sent_items(mailbox, delay_s=delay_s)]
+    found += [(i.time, {**_saved_resource(i), **extra("savedItemId", i.id)})
+              for i in runtime.state.saved_items(mailbox, folder="sentitems")]
+    return [resource for _, resource in sorted(found, key=lambda pair: pair[0], reverse=True)]
+
+
+def _saved_resource(item: SavedItem) -> dict[str, Any]:
+    """A saved item as Graph lists it; its sent time is the submit time the client gave, if any."""
+    rcpts = gv.recipients(item.message)
+    created = _iso(dt.datetime.fromtimestamp(item.time, dt.UTC))
+    sent = _extended(item.message, "systemtime", SUBMIT_TIME_TAG) or created
+    return {
+        "id": item.id,
+        "createdDateTime": created,
+        "sentDateTime": None if item.is_draft else sent,
+        "subject": item.subject,
+        "internetMessageId": item.message_id,
+        "from": item.message.get("from") or {"emailAddress": {"address": item.mailbox}},
+        "sender": item.message.get("from") or {"emailAddress": {"address": item.mailbox}},
+        "toRecipients": _address_entries(rcpts["to"]),
+        "ccRecipients": _address_entries(rcpts["cc"]),
+        "bccRecipients": _address_entries(rcpts["bcc"]),
+        "hasAttachments": item.attachments > 0,
+        "isDraft": item.is_draft,
+        "parentFolderId": item.folder,
+        "conversationId": hashlib.sha1((item.message_id or item.id).encode()).hexdigest(),
+    }
+
+
+def _extended(message: Mapping[str, Any], kind: str, tag: str) -> str | None:
+    for prop in message.get("singleValueExtendedProperties") or ():
+        if isinstance(prop, Mapping):
+            k, _, t = str(prop.get("id") or "").partition(" ")
+            if k.casefold() == kind and t.strip().casefold() == tag:
+                return str(prop.get("value"))
+    return None
 
 
 def _new_draft(call: _Call, message: Mapping[str, Any]) -> _Draft:

@@ -27,6 +27,7 @@ OUTLOOK_TYPE_NAMES = {
     "microsoft.graph.itemBody": "Microsoft.OutlookServices.ItemBody",
     "microsoft.graph.internetMessageHeader": "Microsoft.OutlookServices.InternetMessageHeader",
     "microsoft.graph.fileAttachment": "Microsoft.OutlookServices.FileAttachment",
+    "microsoft.graph.singleValueLegacyExtendedProperty": "Microsoft.OutlookServices.SingleValueLegacyExtendedProperty",
 }
 
 SEND_MAIL_PARAMETERS = {"message": ("Message", "microsoft.graph.message"),
@@ -64,7 +65,10 @@ TYPES: Mapping[str, Mapping[str, Prop]] = {
         "isDraft": Prop("Edm.Boolean"),
         "categories": Prop("Edm.String", collection=True),
         "inferenceClassification": Prop("microsoft.graph.inferenceClassificationType"),
+        # A navigation property written inline at creation (singlevaluelegacyextendedproperty-post-...md).
+        "singleValueExtendedProperties": Prop("microsoft.graph.singleValueLegacyExtendedProperty", collection=True),
     },
+    "microsoft.graph.singleValueLegacyExtendedProperty": {"id": Prop("Edm.String"), "value": Prop("Edm.String")},
     "microsoft.graph.recipient": {"emailAddress": Prop("microsoft.graph.emailAddress")},
     "microsoft.graph.emailAddress": {"address": Prop("Edm.String"), "name": Prop("Edm.String")},
     "microsoft.graph.itemBody": {"contentType": Prop("microsoft.graph.bodyType"), "content": Prop("Edm.String")},

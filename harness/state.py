@@ -87,6 +87,29 @@ class Delivery:
 
 
 @dataclass(frozen=True)
+class SavedItem:
+    """An item a client created in a mailbox folder through Graph (not a delivery: nobody received it),
+    e.g. outbox's Sent Items copy of an SMTP submission. ``is_draft`` is what Exchange made of its
+    ``PidTagMessageFlags``: a draft unless the flags were given without MSGFLAG_UNSENT."""
+
+    mailbox: str
+    folder: str
+    message_id: str | None
+    subject: str
+    message: Mapping[str, Any] = field(repr=False)
+    is_draft: bool = True
+    app_id: str = ""
+    attachments: int = 0
+    time: float = field(default_factory=time.time)
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "mailbox": self.mailbox, "folder": self.folder, "messageId": self.message_id,
+                "subject": self.subject, "isDraft": self.is_draft, "appId": self.app_id, "attachments": self.attachments,
+                "time": self.time}
+
+
+@dataclass(frozen=True)
 class RequestRecord:
     service: str
     operation: str
@@ -114,6 +137,7 @@ class HarnessState:
     def __init__(self, *, request_log_limit: int = 10_000) -> None:
         self._cond = threading.Condition()
         self._deliveries: list[Delivery] = []
+        self._saved: list[SavedItem] = []
         self._requests: list[RequestRecord] = []
         self._counters: dict[str, Counter[str]] = defaultdict(Counter)
         self._limit = request_log_limit
@@ -160,6 +184,18 @@ class HarnessState:
         visible_before = time.time() - delay_s
         return self.deliveries(mailbox=mailbox,
                                predicate=lambda d: d.saved_to_sent_items and d.time <= visible_before)
+
+    def add_saved_item(self, item: SavedItem) -> SavedItem:
+        with self._cond:
+            self._saved.append(item)
+            self._cond.notify_all()
+        return item
+
+    def saved_items(self, mailbox: str, *, folder: str | None = None) -> list[SavedItem]:
+        """Items clients created in ``mailbox`` (in ``folder``, a well-known name, when given)."""
+        with self._cond:
+            items = list(self._saved)
+        return [i for i in items if i.mailbox.lower() == mailbox.lower() and (folder is None or i.folder == folder)]
 
     def wait_for_deliveries(
         self, count: int, *, timeout: float = 10.0, transport: str | None = None, mailbox: str | None = None
@@ -218,6 +254,7 @@ class HarnessState:
     def reset(self) -> None:
         with self._cond:
             self._deliveries.clear()
+            self._saved.clear()
             self._version += 1
             self._requests.clear()
             self._counters.clear()

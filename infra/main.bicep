@@ -139,6 +139,14 @@ param outboxAllowedSenders string = ''
 ])
 param outboxOnAmbiguous string = 'lookup'
 
+@description('OUTBOX_SMTP_SENT_COPY: after an SMTP send, never, always or auto (save a Sent Items copy through Graph when Exchange kept none; needs Mail.ReadWrite).')
+@allowed([
+  'never'
+  'always'
+  'auto'
+])
+param outboxSmtpSentCopy string = 'never'
+
 @description('OUTBOX_MAX_ATTEMPTS: attempts before a retryable failure is poisoned.')
 param outboxMaxAttempts string = '8'
 
@@ -313,6 +321,7 @@ var outboxSettings = {
   OUTBOX_TRANSPORT: outboxTransport
   OUTBOX_ALLOWED_SENDERS: outboxAllowedSenders
   OUTBOX_ON_AMBIGUOUS: outboxOnAmbiguous
+  OUTBOX_SMTP_SENT_COPY: outboxSmtpSentCopy
   OUTBOX_MAX_ATTEMPTS: outboxMaxAttempts
   OUTBOX_BACKOFF_BASE_S: outboxBackoffBaseS
   OUTBOX_BACKOFF_MAX_S: outboxBackoffMaxS

@@ -63,6 +63,9 @@ READ_ROLES = ("Mail.ReadBasic", "Mail.ReadBasic.All", "Mail.Read", "Mail.ReadWri
 # A token this close to expiry would be renewed by outbox before use; doctor only warns.
 TOKEN_SHORT_S = 300
 CONNECT_PS = "Connect-ExchangeOnline"
+# How long doctor looks for an SMTP test message in Sent Items, and how often.
+SENT_COPY_WAIT_S = 60.0
+SENT_COPY_POLL_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -644,8 +647,10 @@ class Probes:
     certificates: CertificateProvider
     tokens: TokenProvider
     http: Any
-    send_test: Callable[[Transport, str, str], str] | None = None
-    """(transport, sender, to) -> what the server answered; raises OutboxError. Really sends."""
+    send_test: Callable[[Transport, str, str, str], str] | None = None
+    """(transport, sender, to, message id) -> what the server answered; raises OutboxError. Really sends."""
+    find_sent: Callable[[str, str], bool | None] | None = None
+    """(mailbox, Message-ID) -> whether its Sent Items hold it (None: the app may not read them)."""
     closer: Callable[[], None] | None = None
     delegated: Any = None  # DelegatedTokens, when the mailbox sends as a signed-in user
     signins: Any = None  # its SigninStore
@@ -662,15 +667,21 @@ class Probes:
             stores = build_stores(settings, StorageOptions.cli(settings))
         senders = Senders.from_settings(settings, signins=stores.signins if stores else None)
 
-        def send_test(transport: Transport, sender: str, to: str) -> str:
-            return send_test_message(senders.transport(transport), sender, to)
+        def send_test(transport: Transport, sender: str, to: str, message_id: str) -> str:
+            return send_test_message(senders.transport(transport), sender, to, message_id=message_id)
+
+        def find_sent(mailbox: str, internet_message_id: str) -> bool | None:
+            from shared.transports.graph import GraphTransport
+
+            graph = senders.transport("graph")
+            return graph.find_by_message_id(mailbox, internet_message_id) if isinstance(graph, GraphTransport) else None
 
         def close() -> None:
             senders.close()
             if stores is not None:
                 stores.close()
 
-        return cls(senders.certificates, senders.tokens, senders.http_client, send_test, close,
+        return cls(senders.certificates, senders.tokens, senders.http_client, send_test, find_sent, close,
                    senders.delegated, stores.signins if stores else None)
 
     def close(self) -> None:
@@ -679,12 +690,11 @@ class Probes:
                 self.closer()
 
 
-def send_test_message(transport: Any, sender: str, to: str) -> str:
+def send_test_message(transport: Any, sender: str, to: str, *, message_id: str) -> str:
     """One small message through outbox's own transport, exactly as the pipeline sends."""
     from shared.message import parse_message
     from shared.message_id import make_message_id
 
-    message_id = f"doctor-{uuid.uuid4().hex}"
     stamp = _iso(dt.datetime.now(dt.UTC))
     message = parse_message({
         "id": message_id,
@@ -710,8 +720,12 @@ def run_doctor(
     probes: Probes | None = None,
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
     on_check: Callable[[Check], None] | None = None,
+    sent_copy_wait_s: float = SENT_COPY_WAIT_S,
 ) -> Report:
-    """Run the checklist for ``mailbox`` (authenticating as it) sending as ``sender`` (default: itself)."""
+    """Run the checklist for ``mailbox`` (authenticating as it) sending as ``sender`` (default: itself).
+
+    After an SMTP test send, doctor looks for it in the sender's Sent Items for up to ``sent_copy_wait_s``
+    and says whether this tenant keeps SMTP submissions there (``smtp.sent_copy``)."""
     sender = sender or mailbox
     report = Report(mailbox, sender, tuple(transports))
 
@@ -749,9 +763,11 @@ def run_doctor(
                              now=now())
             for transport in transports:
                 # The user's token was checked above; the test send asks for it again through the transport.
-                _send_test(add, probes, transport, mailbox, sender, send_test_to, "delegated", None)
+                _send_test(add, probes, transport, mailbox, sender, send_test_to, "delegated", None,
+                           settings=settings, sent_copy_wait_s=sent_copy_wait_s)
         else:
-            _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now, known)
+            _run_checks(settings, probes, add, mailbox, sender, tuple(transports), send_test_to, now, known,
+                        sent_copy_wait_s)
     finally:
         if own:
             probes.close()
@@ -768,6 +784,7 @@ def _run_checks(
     send_test_to: str | None,
     now: Callable[[], dt.datetime],
     known: dict[str, str | None],
+    sent_copy_wait_s: float,
 ) -> None:
     vault, material = check_keyvault(settings, probes.certificates)
     add(vault)
@@ -815,7 +832,8 @@ def _run_checks(
         failed = next((c for c in probe if c.status == "fail"), None)
         if token is not None and failed is not None:
             problem, token = f"{failed.title} failed", None
-        _send_test(add, probes, transport, mailbox, sender, send_test_to, token, problem)
+        _send_test(add, probes, transport, mailbox, sender, send_test_to, token, problem, settings=settings,
+                   sent_copy_wait_s=sent_copy_wait_s)
 
 
 def _send_test(
@@ -827,10 +845,16 @@ def _send_test(
     send_test_to: str | None,
     token: str | None,
     problem: str | None,
+    *,
+    settings: Settings,
+    sent_copy_wait_s: float,
 ) -> None:
     check_id, title = f"{transport}.send", f"{transport}: test message sent"
+    copy_id, copy_title = "smtp.sent_copy", "smtp: copy in Sent Items"
     if not send_test_to:
         add(_skip(check_id, title, "not requested (--send-test-to ADDR really sends one message)"))
+        if transport == "smtp":
+            add(_skip(copy_id, copy_title, "not probed: shows only after a test send (--send-test-to ADDR)"))
         return
     if token is None:
         add(_skip(check_id, title, f"skipped: {problem or 'no usable token'}"))
@@ -839,8 +863,9 @@ def _send_test(
         add(_skip(check_id, title, "skipped: no sender available"))
         return
     started = time.monotonic()
+    message_id = f"doctor-{uuid.uuid4().hex}"
     try:
-        what = probes.send_test(transport, sender, send_test_to)
+        what = probes.send_test(transport, sender, send_test_to, message_id)
     except OutboxError as exc:
         add(Check(check_id, title, "fail", f"refused: {_describe(exc)}", fix=exc.hint,
                   cause=exc.catalog or exc.code, detail=exc.detail or "",
@@ -850,3 +875,49 @@ def _send_test(
         add(Check(check_id, title, "fail", f"sending failed: {exc}", cause="network.unreachable"))
         return
     add(Check(check_id, title, "pass", f"{what} to {send_test_to} in {time.monotonic() - started:.1f} s"))
+    if transport == "smtp":
+        from shared.message_id import make_message_id
+
+        add(sent_copy_check(settings, probes.find_sent, sender, make_message_id(message_id, sender),
+                            wait_s=sent_copy_wait_s))
+
+
+def sent_copy_check(settings: Settings, find_sent: Callable[[str, str], bool | None] | None, sender: str,
+                    internet_message_id: str, *, wait_s: float, sleep: Callable[[float], None] = time.sleep) -> Check:
+    """Whether Exchange kept the SMTP test message in the sender's Sent Items, looked for by its
+    Message-ID for up to ``wait_s``: the tenant's behaviour, which OUTBOX_SMTP_SENT_COPY should match
+    (Microsoft's SMTP AUTH article says submissions are stored; the seed FAQ says they are not)."""
+    check_id, title = "smtp.sent_copy", "smtp: copy in Sent Items"
+    mode = settings.smtp_sent_copy
+    if find_sent is None:
+        return _skip(check_id, title, "not probed: no Graph transport to look with")
+    started = time.monotonic()
+    interval = max(0.05, min(SENT_COPY_POLL_S, wait_s / 10))
+    while True:
+        try:
+            found = find_sent(sender, internet_message_id)
+        except OutboxError as exc:
+            return Check(check_id, title, "warn", f"could not look: {_describe(exc)}", fix=exc.hint,
+                         cause=exc.catalog or exc.code, detail=exc.detail or "")
+        waited = time.monotonic() - started
+        if found is None:
+            return _skip(check_id, title, "not probed: the app may not read Sent Items (Mail.ReadBasic), so "
+                         "whether this tenant keeps SMTP submissions there shows only in the mailbox itself")
+        if found:
+            summary = f"Exchange kept the SMTP submission in {sender}'s Sent Items (found after {waited:.0f} s)"
+            if mode == "always":
+                return Check(check_id, title, "warn", summary + "; OUTBOX_SMTP_SENT_COPY=always saves a second one",
+                             fix="set OUTBOX_SMTP_SENT_COPY=never (or auto) for this tenant",
+                             cause="sent_copy.kept_by_exchange")
+            return Check(check_id, title, "pass", f"{summary}: OUTBOX_SMTP_SENT_COPY={mode} is right for this tenant")
+        if waited >= wait_s:
+            break
+        sleep(interval)
+    summary = (f"no copy of the SMTP submission in {sender}'s Sent Items after {wait_s:.0f} s: this tenant does "
+               "not keep them (or keeps them later)")
+    if mode == "never":
+        return Check(check_id, title, "warn", summary,
+                     fix="to keep copies, set OUTBOX_SMTP_SENT_COPY=auto (looks first) or always, and grant the app "
+                     "Mail.ReadWrite (scope it to the sending mailboxes with an RBAC for Applications scope)",
+                     cause="sent_copy.not_kept")
+    return Check(check_id, title, "pass", f"{summary}; OUTBOX_SMTP_SENT_COPY={mode} saves one through Graph")

@@ -31,16 +31,19 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from shared import sent_copy
 from shared.acceptance import Accepted, NotAccepted, accept
+from shared.backoff import retry_delay_s
 from shared.deadline import Abandoned, Progress
 from shared.decision import PAUSED_CODES, Action, Attempt, decide
 from shared.errors import ConfigError, OutboxError, redact
 from shared.events import log_outcome, outcome_event
 from shared.message import Message
+from shared.sent_copy import CopyState
 from shared.states import Kind, State
 
 if TYPE_CHECKING:
@@ -273,6 +276,8 @@ class Pipeline:
         work.claim = claim
         if claim.kind is ClaimKind.CONFLICT:
             return self._conflict(work, ctx, claim.row)
+        if claim.kind is ClaimKind.ALREADY_SENT and claim.row.sent_copy == CopyState.PENDING and not ctx.now_mode:
+            return self._sent_copy_followup(work, ctx, claim.row)
         if claim.kind in (ClaimKind.ALREADY_SENT, ClaimKind.POISONED):
             return self._outcome(Kind.DUPLICATE, work, ctx, state=claim.row.state, attempt=claim.row.attempts,
                                  request_ids=claim.row.request_ids, sent_via=claim.row.sent_via)
@@ -319,11 +324,83 @@ class Pipeline:
             return self._failed(work, ctx, unexpected_error(exc, transport=transport_name))
 
         ids = _request_ids(result)
-        self.status.mark_sent(message_id, transport=getattr(result, "transport", transport_name),
-                              request_ids=ids, possibly_duplicated=work.possibly_duplicated or None,
-                              previous=claim.row)
-        return self._outcome(Kind.SENT, work, ctx, state=State.SENT, request_ids=ids, sent_via="send",
-                             extra={"path": getattr(result, "path", None)})
+        sent_by = getattr(result, "transport", transport_name)
+        mode = self.settings.smtp_sent_copy
+        copy_due = sent_copy.first_due_s(mode, self.settings.lookup_settle_s) if sent_copy.wanted(
+            mode, message, sent_by) else None
+        row = self.status.mark_sent(message_id, transport=sent_by, request_ids=ids,
+                                    possibly_duplicated=work.possibly_duplicated or None, previous=claim.row,
+                                    sent_copy_due_s=copy_due)
+        extra: dict[str, Any] = {"path": getattr(result, "path", None)}
+        if copy_due is not None and copy_due <= 0:
+            extra["sentCopy"] = str(self._copy_step(work, row).state)
+        elif copy_due is not None:
+            self.queues.requeue(self._retry_body(work), delay_s=copy_due)
+            extra["sentCopy"] = str(CopyState.PENDING)
+        return self._outcome(Kind.SENT, work, ctx, state=State.SENT, request_ids=ids, sent_via="send", extra=extra)
+
+    # -- the Sent Items copy of an SMTP send (shared.sent_copy) -------------------------------------
+
+    def _sent_copy_followup(self, work: _Work, ctx: _Ctx, row: StatusRow) -> Outcome:
+        """The queue message that comes back for a sent message's pending copy step: take the step when it
+        is due and nobody else holds it; otherwise it comes back when it is due (a copy of the message that
+        arrives early stands in for a follow-up lost in a crash)."""
+        now = self.clock()
+        wait = (row.next_attempt_at - now).total_seconds() if row.next_attempt_at else 0.0
+        if row.lease_until is not None and row.lease_until > now and row.lease_owner != ctx.queue_message_id:
+            wait = max(wait, (row.lease_until - now).total_seconds() + _LEASE_GRACE_S)
+        if wait > 0.5:
+            self.queues.requeue(self._retry_body(work), delay_s=wait)
+            return self._outcome(Kind.DEFERRED, work, ctx, state=State.SENT, delay_s=wait, attempt=row.attempts,
+                                 extra={"reason": "sent_copy_not_due", "sentCopy": str(CopyState.PENDING)})
+        taken = self.status.take_sent_copy(work.message_id, owner=ctx.queue_message_id, lease_s=self.settings.lease_s,
+                                           previous=row)
+        if taken is None:  # another invocation changed the row first: it has the step
+            return self._outcome(Kind.DUPLICATE, work, ctx, state=State.SENT, attempt=row.attempts,
+                                 request_ids=row.request_ids, extra={"reason": "sent_copy_taken"})
+        result = self._copy_step(work, taken)
+        failed = result.state in (CopyState.PENDING, CopyState.FAILED)
+        return self._outcome(Kind.SENT_COPY, work, ctx, state=State.SENT, attempt=row.attempts,
+                             error=result.error if failed else None,
+                             request_ids=(result.request_id,) if result.request_id else (),
+                             extra={"sentCopy": str(result.state), "sentCopyTries": result.tries})
+
+    def _copy_step(self, work: _Work, row: StatusRow) -> sent_copy.CopyResult:
+        """One copy step for a sent row, its result stored (and the follow-up queued when it stays pending)."""
+        mode = self.settings.smtp_sent_copy
+        tries = row.sent_copy_tries
+        graph: Any = None
+        problem = ""
+        if mode == "never":
+            problem = "OUTBOX_SMTP_SENT_COPY is never now"
+        else:
+            try:
+                graph = self.senders.transport("graph") if self.senders is not None else None
+            except OutboxError as err:
+                problem = f"the Graph transport cannot be built: {err}"
+        if not isinstance(graph, sent_copy.SavesSentCopies):
+            state = CopyState.SKIPPED if mode == "never" else CopyState.FAILED
+            result = sent_copy.CopyResult(state, tries, detail=problem or "no Graph transport")
+        else:
+            assert work.imid is not None
+            result = sent_copy.run_step(graph, work.message, internet_message_id=work.imid, mode=mode, tries=tries,
+                                        sent_at=row.sent_at or self.clock(), blobs=self.blobs)
+        due: float | None = None
+        if result.state is CopyState.PENDING:
+            age_s = (self.clock() - row.sent_at).total_seconds() if row.sent_at else 0.0
+            if result.tries >= self.settings.max_attempts or age_s >= self.settings.max_age_s:
+                result = replace(result, state=CopyState.FAILED)
+            else:
+                due = retry_delay_s(max(1, result.tries), retry_after=result.retry_after,
+                                    base_s=self.settings.backoff_base_s, max_s=self.settings.backoff_max_s,
+                                    retry_after_max_s=self.settings.retry_after_max_s, rng=self.rng)
+        self.status.finish_sent_copy(work.message_id, state=result.state, tries=result.tries, detail=result.detail,
+                                     due_s=due, previous=row)
+        if due is not None:
+            self.queues.requeue(self._retry_body(work), delay_s=due)
+        if result.state in (CopyState.FAILED, CopyState.UNKNOWN):
+            log.warning("Sent Items copy of %s: %s (%s)", work.message_id, result.state, result.detail)
+        return result
 
     def _settle_previous_attempt(self, work: _Work, ctx: _Ctx, transport: Transport) -> Outcome | None:
         """An earlier attempt may have delivered (ambiguous, or it died while sending). Returns the

@@ -29,6 +29,9 @@ class PipelineSettings(AcceptanceRules, RetryRules, Protocol):
     @property
     def lease_s(self) -> float: ...
 
+    @property
+    def smtp_sent_copy(self) -> str: ...
+
 
 class StatusPort(Protocol):
     """The status table: one row per message id (shared.storage.status.StatusStore)."""
@@ -45,7 +48,13 @@ class StatusPort(Protocol):
 
     def mark_sent(self, message_id: str, *, transport: str | None, request_ids: Iterable[str | None] = (),
                   sent_via: str = "send", possibly_duplicated: bool | None = None,
-                  previous: StatusRow | None = None) -> None: ...
+                  previous: StatusRow | None = None, sent_copy_due_s: float | None = None) -> StatusRow: ...
+
+    def take_sent_copy(self, message_id: str, *, owner: str, lease_s: float,
+                       previous: StatusRow) -> StatusRow | None: ...
+
+    def finish_sent_copy(self, message_id: str, *, state: str, tries: int, detail: str | None = None,
+                         due_s: float | None = None, previous: StatusRow | None = None) -> StatusRow: ...
 
     def mark_retrying(self, message_id: str, *, error: OutboxError, delay_s: float, state: str = "retrying",
                       attempts: int | None = None, request_ids: Iterable[str | None] = (),

@@ -9,7 +9,11 @@ What Graph receives, and why:
   and so are more than 5;
 - ``internetMessageId`` set to outbox's Message-ID, so an ambiguous send can be found in Sent
   Items on the next attempt (see docs/message-format.md for what is known about Graph keeping it);
-- ``saveToSentItems`` always explicit (default true), because Graph SDKs disagree on the default.
+- ``saveToSentItems`` always explicit (default true), because Graph SDKs disagree on the default;
+- a Sent Items copy of an SMTP submission (``render_sent_copy``) carries ``PidTagMessageFlags``
+  (``Integer 0x0E07``) without ``MSGFLAG_UNSENT``: Exchange makes an item a draft unless that flag is
+  given when it is created, and it cannot be changed afterwards (PidTagMessageFlags canonical property,
+  MS-OXCMSG 2.2.1.6; microsoftgraph/microsoft-graph-docs#14829).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from shared.addresses import Address
 from shared.message import Attachment, Message, validate_for_transport
@@ -35,6 +40,7 @@ __all__ = [
     "recipient",
     "render_draft_message",
     "render_send_mail",
+    "render_sent_copy",
     "size_refusal",
     "to_json_bytes",
     "upload_session_body",
@@ -166,6 +172,30 @@ def render_draft_message(
     """The body of POST /users/{from}/messages (a draft, sent later with /send, which always
     saves to Sent Items). Attachments whose indexes are excluded are added separately."""
     return _message_resource(message, internet_message_id, exclude_attachments)
+
+
+# PidTagMessageFlags: MSGFLAG_READ (0x1), MSGFLAG_UNSENT (0x8) clear: read, and not a draft.
+MESSAGE_FLAGS_PROPERTY = "Integer 0x0E07"
+SENT_COPY_FLAGS = 0x1
+MSGFLAG_UNSENT = 0x8
+# PidTagClientSubmitTime and PidTagMessageDeliveryTime: Graph's sentDateTime and receivedDateTime, which
+# Outlook sorts Sent Items by (otherwise the copy would show the time it was saved).
+SUBMIT_TIME_PROPERTY = "SystemTime 0x0039"
+DELIVERY_TIME_PROPERTY = "SystemTime 0x0E06"
+
+
+def render_sent_copy(message: Message, *, internet_message_id: str, sent_at: datetime) -> dict[str, object]:
+    """The body of POST /users/{from}/mailFolders/sentitems/messages: the SMTP submission as a sent item
+    (not a draft, never delivered to anyone). Custom headers are left out: Graph takes at most 5 and a
+    copy is for people reading Sent Items. Attachments must be loaded."""
+    resource = _message_resource(replace(message, headers=()), internet_message_id, ())
+    stamp = sent_at.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    resource["singleValueExtendedProperties"] = [
+        {"id": MESSAGE_FLAGS_PROPERTY, "value": str(SENT_COPY_FLAGS)},
+        {"id": SUBMIT_TIME_PROPERTY, "value": stamp},
+        {"id": DELIVERY_TIME_PROPERTY, "value": stamp},
+    ]
+    return resource
 
 
 def to_json_bytes(body: dict[str, object]) -> bytes:

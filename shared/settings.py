@@ -320,6 +320,11 @@ class Settings:
         "OUTBOX_LOOKUP_SETTLE_S", "120",
         "After a send that may have been delivered, the first Sent Items lookup waits this long, in seconds.",
         number())
+    smtp_sent_copy: Literal["auto", "always", "never"] = setting(
+        "OUTBOX_SMTP_SENT_COPY", "never",
+        "After an SMTP send: never, always (save a copy in Sent Items through Graph), or auto (look for "
+        "Exchange's copy after OUTBOX_LOOKUP_SETTLE_S, save one only when there is none).",
+        choice("auto", "always", "never"))
     lease_s: float = setting(
         "OUTBOX_LEASE_S", "300", "How long a status-row claim protects a message being sent, in seconds.",
         number(0.001))

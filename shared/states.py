@@ -29,3 +29,4 @@ class Kind(StrEnum):
     FAILED = "failed"  # mode=now
     IN_FLIGHT = "in_flight"  # mode=now
     CONFLICT = "conflict"  # mode=now: the id names another message
+    SENT_COPY = "sent_copy"  # a sent SMTP message's Sent Items copy step (shared.sent_copy)

@@ -25,7 +25,8 @@ Checks, in order: settings present; sender allowed (OUTBOX_ALLOWED_SENDERS); Key
 readable (thumbprint); certificate valid (expiry, days left); then per transport: token acquired (an
 AADSTS error decoded); token claims (aud, roles vs scp, tid, appid, exp); SMTP: connect, STARTTLS,
 AUTH XOAUTH2 as --mailbox, MAIL FROM --from, then RSET and QUIT without sending; Graph: read one message
-id from Sent Items when the app may read (Mail.ReadBasic), else "not probed"; optional test send.
+id from Sent Items when the app may read (Mail.ReadBasic), else "not probed"; optional test send; after
+an SMTP test send, whether this tenant keeps SMTP submissions in Sent Items (OUTBOX_SMTP_SENT_COPY).
 
 A check that depends on a failed one is skipped, so one cause gives one failing line. When Exchange
 answers a bare 535 5.7.3 to a token that is right, doctor does not guess: it lists the causes it could
@@ -49,6 +50,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="sender", metavar="ADDR",
                    help="the From address to check with MAIL FROM and the test send (default: --mailbox)")
     p.add_argument("--send-test-to", metavar="ADDR", help="really send one test message to ADDR")
+    p.add_argument("--sent-copy-wait", type=float, default=60.0, metavar="SECONDS",
+                   help="after an SMTP test send, look for it in Sent Items this long (default: 60)")
     p.set_defaults(func=run)
 
 
@@ -103,6 +106,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         transports=transports,
         sender=sender,
         send_test_to=send_to,
+        sent_copy_wait_s=max(0.0, args.sent_copy_wait),
         settings_problems=problems,
         settings_warnings=warnings,
         on_check=None if out.json_mode else lambda check: _print_check(out, check),

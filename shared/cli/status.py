@@ -74,6 +74,7 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         ("Message-ID", public.get("internetMessageId")),
         ("request ids", ", ".join(public.get("requestIds") or ()) or None),
         ("possibly duplicated", "yes" if public.get("possiblyDuplicated") else None),
+        ("Sent Items copy", _sent_copy_words(public.get("sentCopy"))),
     ]
     for name, value in fields:
         if value not in (None, ""):
@@ -87,3 +88,21 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         if error.get("hint"):
             out.line(f"  {'fix':<20} {error['hint']}")
     return Exit.OK
+
+
+_COPY_WORDS = {
+    "pending": "not yet looked for (due at the next attempt time)",
+    "exchange": "kept by Exchange",
+    "saved": "saved by outbox through Graph",
+    "unknown": "unknown: the app may not read Sent Items",
+    "failed": "could not be saved",
+    "skipped": "not saved",
+}
+
+
+def _sent_copy_words(copy: Any) -> str | None:
+    """An SMTP send's Sent Items copy (OUTBOX_SMTP_SENT_COPY) in words, with why when it failed."""
+    if not isinstance(copy, dict):
+        return None
+    words = _COPY_WORDS.get(str(copy.get("state")), str(copy.get("state")))
+    return words + (f": {copy['detail']}" if copy.get("detail") else "")

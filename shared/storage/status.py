@@ -80,6 +80,11 @@ class StatusRow:
     next_attempt_at: datetime | None = None
     fingerprint: str | None = None
     throttled: int = 0  # throttled tries, which count no attempt
+    # An SMTP submission's Sent Items copy (shared.sent_copy): its state, the tries at saving one, and why
+    # it failed or could not be known. NextAttemptAt says when a pending step is due.
+    sent_copy: str | None = None
+    sent_copy_tries: int = 0
+    sent_copy_detail: str | None = None
     etag: str | None = field(default=None, compare=False)
 
     def open_to(self, fingerprint: str | None) -> bool:
@@ -126,6 +131,9 @@ class StatusRow:
             next_attempt_at=when("NextAttemptAt"),
             fingerprint=get("Fingerprint"),
             throttled=int(get("Throttled") or 0),
+            sent_copy=get("SentCopy"),
+            sent_copy_tries=int(get("SentCopyTries") or 0),
+            sent_copy_detail=get("SentCopyDetail"),
             etag=(getattr(entity, "metadata", None) or {}).get("etag"),
         )
 
@@ -153,6 +161,9 @@ class StatusRow:
             "NextAttemptAt": self.next_attempt_at,
             "Fingerprint": self.fingerprint,
             "Throttled": self.throttled or None,
+            "SentCopy": self.sent_copy,
+            "SentCopyTries": self.sent_copy_tries or None,
+            "SentCopyDetail": self.sent_copy_detail,
             "Schema": ROW_SCHEMA,
         }
         present = {name: value for name, value in columns.items() if value is not None and value != ""}
@@ -184,6 +195,9 @@ class StatusRow:
             "nextAttemptAt": _iso(self.next_attempt_at),
             "throttledTries": self.throttled,
         }
+        if self.sent_copy:
+            out["sentCopy"] = {"state": self.sent_copy, "tries": self.sent_copy_tries,
+                               "detail": self.sent_copy_detail}
         if self.last_category:
             out["lastError"] = {
                 "category": self.last_category,
@@ -295,18 +309,21 @@ class StatusStore:
         except ResourceNotFoundError:
             return None
 
-    def _save(self, row: StatusRow, *, etag: str | None = None) -> None:
-        """Write the whole row; with ``etag``, only if nobody changed it since it was read (412 otherwise)."""
+    def _save(self, row: StatusRow, *, etag: str | None = None) -> StatusRow:
+        """Write the whole row; with ``etag``, only if nobody changed it since it was read (412 otherwise).
+        Returns the row as stored, with its new ETag."""
         from azure.core import MatchConditions
         from azure.data.tables import UpdateMode
 
-        entity = replace(row, updated_at=self._clock()).to_entity()
+        saved = replace(row, updated_at=self._clock())
+        entity = saved.to_entity()
         if etag is None:
-            self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
+            answer = self.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
         else:
-            self.table.update_entity(
+            answer = self.table.update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified
             )
+        return replace(saved, etag=answer.get("etag") if isinstance(answer, dict) else None)
 
     def _current(self, message_id: str, previous: StatusRow | None) -> StatusRow:
         """The row a state change starts from: the caller's (its claim), else the stored one, else new."""
@@ -420,13 +437,46 @@ class StatusStore:
         sent_via: str = "send",
         possibly_duplicated: bool | None = None,
         previous: StatusRow | None = None,
-    ) -> None:
+        sent_copy_due_s: float | None = None,
+    ) -> StatusRow:
+        """``sent``; with ``sent_copy_due_s``, a Sent Items copy step is pending, due that many seconds on."""
         row = self._current(message_id, previous)
-        self._save(replace(
-            row, state="sent", sent_at=self._clock(), sent_via=sent_via, transport=transport or row.transport,
-            lease_owner=None, lease_until=None, next_attempt_at=None,
+        now = self._clock()
+        pending = sent_copy_due_s is not None
+        return self._save(replace(
+            row, state="sent", sent_at=now, sent_via=sent_via, transport=transport or row.transport,
+            lease_owner=None, lease_until=None,
+            next_attempt_at=now + timedelta(seconds=sent_copy_due_s) if sent_copy_due_s is not None else None,
             request_ids=_merged_ids(row.request_ids, request_ids),
             possibly_duplicated=row.possibly_duplicated if possibly_duplicated is None else possibly_duplicated,
+            sent_copy="pending" if pending else row.sent_copy,
+        ))
+
+    def take_sent_copy(self, message_id: str, *, owner: str, lease_s: float, previous: StatusRow) -> StatusRow | None:
+        """Take a sent row's pending copy step for ``lease_s`` (ETag-guarded); None when another invocation
+        changed the row first (it has the step, or the step is done)."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        now = self._clock()
+        try:
+            return self._save(replace(previous, lease_owner=owner, lease_until=now + timedelta(seconds=lease_s)),
+                              etag=previous.etag)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code == 412:
+                return None
+            raise
+
+    def finish_sent_copy(self, message_id: str, *, state: str, tries: int, detail: str | None = None,
+                         due_s: float | None = None, previous: StatusRow | None = None) -> StatusRow:
+        """The copy step's result; ``pending`` with ``due_s`` when it is to be tried again then."""
+        row = self._current(message_id, previous)
+        clipped = redact(detail)[:_DETAIL_LIMIT] if detail else None
+        return self._save(replace(
+            row, sent_copy=state, sent_copy_tries=tries, sent_copy_detail=clipped, lease_owner=None,
+            lease_until=None,
+            next_attempt_at=self._clock() + timedelta(seconds=due_s) if due_s is not None else None,
         ))
 
     def mark_retrying(

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
@@ -29,6 +30,7 @@ import httpx
 
 from shared import classify
 from shared.errors import OutboxError
+from shared.sent_copy import TOO_LARGE as SENT_COPY_TOO_LARGE
 from shared.transports.base import BlobSource, InDrafts, SendResult, load_blobs, pause_mailbox, require_blobs
 
 if TYPE_CHECKING:
@@ -169,6 +171,38 @@ class GraphTransport:
         except (ValueError, AttributeError):
             return None
         return [item for item in found if isinstance(item, dict) and item.get("id")]
+
+    def in_sent_items(self, message: Message, *, internet_message_id: str) -> bool | None:
+        """Whether the sender's Sent Items hold this Message-ID (an SMTP submission's copy, or outbox's);
+        None when the app may not read them."""
+        return self.find_by_message_id(message.sender.address, internet_message_id)
+
+    def find_by_message_id(self, mailbox: str, internet_message_id: str) -> bool | None:
+        found = self._look_in(mailbox, "sentitems", internet_message_id)
+        return None if found is None else bool(found)
+
+    def save_sent_copy(self, message: Message, *, internet_message_id: str, sent_at: datetime,
+                       blobs: BlobSource | None) -> str | None:
+        """Save a sent item for an SMTP submission in the sender's Sent Items (needs Mail.ReadWrite); the
+        Graph request id. Nothing is delivered: creating an item in a folder sends nothing. A copy over
+        Graph's 4 MB request limit raises ``outbox.sent_copy_too_large`` (not retryable)."""
+        from shared import render_graph
+
+        mailbox = message.sender.address
+        loaded = load_blobs(message, blobs)
+        content = render_graph.to_json_bytes(
+            render_graph.render_sent_copy(loaded, internet_message_id=internet_message_id, sent_at=sent_at))
+        if len(content) > MAX_REQUEST_BYTES:
+            raise OutboxError(
+                "size", SENT_COPY_TOO_LARGE, transport="graph",
+                detail=f"the Sent Items copy would be a {len(content)}-byte request (Graph accepts 4 MB in one)",
+                hint="nothing to do for this message (it was sent); large messages that need a Sent Items "
+                "copy are better sent through Graph, which keeps one itself",
+            )
+        url = f"{self._user_url(mailbox)}/mailFolders/sentitems/messages"
+        with self._pacing.graph.slot(mailbox):
+            response, _ = self._request("POST", url, mailbox=mailbox, operation="save_sent_copy", content=content)
+        return response.headers.get("request-id")
 
     def send_draft(self, message: Message, *, internet_message_id: str, draft_id: str) -> SendResult:
         """Send the draft a lookup found instead of a new copy: one item in the mailbox, so if the earlier

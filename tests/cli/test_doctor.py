@@ -289,3 +289,30 @@ def test_smtp_endpoint_unreachable_is_the_egress_line(cli: Any, doctor_json: Any
     statuses = {c["id"]: c["status"] for c in report["checks"]}
     assert statuses["smtp.claims"] == "pass"
     assert statuses["smtp.starttls"] == statuses["smtp.auth"] == statuses["smtp.mail_from"] == "skip"
+
+
+# -- SMTP and Sent Items: which behaviour this tenant has -------------------------------------------------
+
+
+@pytest.mark.parametrize("keeps", [True, False], ids=["tenant-keeps-copies", "tenant-keeps-none"])
+def test_smtp_test_send_says_whether_the_tenant_keeps_a_sent_items_copy(cli: Any, doctor_json: Any,
+                                                                          keeps: bool) -> None:
+    cli.harness.apply_scenario({"exchange": {"smtp_copies_to_sent_items": keeps}})
+
+    code, report = doctor_json("--mailbox", SENDER, "--transport", "smtp", "--send-test-to", "ops@fabrikam.example",
+                               "--sent-copy-wait", "0.5")
+
+    assert code == 0  # a tenant that keeps none is a warning: the default (never) still sends
+    copy = next(c for c in report["checks"] if c["id"] == "smtp.sent_copy")
+    if keeps:
+        assert copy["status"] == "pass" and "Exchange kept the SMTP submission" in copy["summary"]
+    else:
+        assert copy["status"] == "warn" and copy["cause"] == "sent_copy.not_kept"
+        assert "OUTBOX_SMTP_SENT_COPY=auto" in copy["fix"] and "Mail.ReadWrite" in copy["fix"]
+    assert len(cli.harness.deliveries(transport="smtp")) == 1
+
+
+def test_without_a_test_send_the_sent_items_behaviour_is_not_probed(doctor_json: Any) -> None:
+    code, report = doctor_json("--mailbox", SENDER, "--transport", "smtp")
+    copy = next(c for c in report["checks"] if c["id"] == "smtp.sent_copy")
+    assert code == 0 and copy["status"] == "skip" and "--send-test-to" in copy["summary"]

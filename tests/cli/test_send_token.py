@@ -155,3 +155,15 @@ def test_usage_errors_exit_2(cli: Any) -> None:
     assert cli("doctor", "--mailbox", "not-an-address").code == 2
     missing = cli("enqueue", "/no/such/file.jsonl")
     assert missing.code == 2 and "no such file" in missing.err
+
+
+def test_an_smtp_send_with_always_shows_its_sent_items_copy_in_status(cli: Any) -> None:
+    cli.overrides["OUTBOX_SMTP_SENT_COPY"] = "always"
+    cli.harness.apply_scenario({"exchange": {"smtp_copies_to_sent_items": False}})
+    result = cli("send", "--now", "--transport", "smtp", "--from", SENDER, "--to", "ann@fabrikam.example",
+                 "--subject", "Copy", "--text", "x", "--id", "copy-cli")
+    assert result.code == 0, result.err
+
+    shown = cli("status", "copy-cli")
+    assert "Sent Items copy" in shown.out and "saved by outbox through Graph" in shown.out
+    assert cli("status", "copy-cli", "--json").json["sentCopy"] == {"state": "saved", "tries": 1, "detail": None}

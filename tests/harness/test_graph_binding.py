@@ -4,6 +4,7 @@ writes only what that metadata allows."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import ssl
 import uuid
@@ -19,9 +20,10 @@ from harness import graph_metadata
 from harness.up import Harness
 from shared.message import parse_message
 from shared.message_id import make_message_id
-from shared.render_graph import render_draft_message, render_send_mail, to_json_bytes
+from shared.render_graph import render_draft_message, render_send_mail, render_sent_copy, to_json_bytes
 
 SENDER = "sender@contoso.example"
+SENT_AT = dt.datetime(2026, 12, 4, 7, 0, tzinfo=dt.UTC)
 
 
 @pytest.fixture
@@ -132,3 +134,5 @@ def test_outbox_renders_only_what_graphs_metadata_binds(body: dict[str, Any]) ->
     assert set(params) <= {"Message", "SaveToSentItems"} and "Message" in params
     draft = json.loads(to_json_bytes(render_draft_message(message, internet_message_id=imid)))
     assert graph_metadata.check_object(draft, "microsoft.graph.message") is None, draft
+    copy = json.loads(to_json_bytes(render_sent_copy(message, internet_message_id=imid, sent_at=SENT_AT)))
+    assert graph_metadata.check_object(copy, "microsoft.graph.message") is None, copy

@@ -452,3 +452,41 @@ def test_error_bodies_are_json_graph_shape(client: httpx.Client) -> None:
     body = json.loads(response.content)
     assert set(body["error"]) == {"code", "message", "innerError"}
     assert set(body["error"]["innerError"]) == {"date", "request-id", "client-request-id"}
+
+
+# -- items saved in Sent Items (outbox's copy of an SMTP submission) ---------------------------------------
+
+FLAGS = "Integer 0x0E07"
+
+
+def test_an_item_saved_with_message_flags_is_a_sent_item_and_no_delivery(harness: Harness, client: httpx.Client) -> None:
+    imid = "<outbox.copy-1@contoso.example>"
+    body = message(internetMessageId=imid, singleValueExtendedProperties=[
+        {"id": FLAGS, "value": "1"}, {"id": "SystemTime 0x0039", "value": "2026-12-04T07:00:00Z"}])
+    created = client.post(SENT_ITEMS, json=body)
+    assert created.status_code == 201, created.text
+    assert (created.json()["isDraft"], created.json()["parentFolderId"]) == (False, "sentitems")
+    [item] = client.get(SENT_ITEMS, params={"$filter": f"internetMessageId eq '{imid}'"}).json()["value"]
+    assert (item["isDraft"], item["sentDateTime"], item["subject"]) == (False, "2026-12-04T07:00:00Z", "Invoice 42")
+    assert harness.deliveries() == []  # saving an item sends it to nobody
+
+
+@pytest.mark.parametrize("flags", [None, "9"], ids=["no-flags", "unsent-bit"])
+def test_an_item_saved_without_clearing_unsent_is_a_draft(client: httpx.Client, flags: str | None) -> None:
+    # Exchange makes a created item a draft unless PidTagMessageFlags is given without MSGFLAG_UNSENT (0x8).
+    extra = {} if flags is None else {"singleValueExtendedProperties": [{"id": FLAGS, "value": flags}]}
+    created = client.post(SENT_ITEMS, json=message(**extra))
+    assert created.status_code == 201 and created.json()["isDraft"] is True
+
+
+def test_saving_an_item_needs_mail_readwrite(harness: Harness, client: httpx.Client) -> None:
+    token = harness.mint_token("graph", roles=["Mail.Send", "Mail.ReadBasic"])
+    response = client.post(SENT_ITEMS, json=message(), headers={"Authorization": f"Bearer {token}"})
+    assert_graph_error(response, "graph.no_mail_send")
+
+
+def test_saving_an_item_binds_the_body_like_graph(client: httpx.Client) -> None:
+    response = client.post(SENT_ITEMS, json=message(singleValueExtendedProperties=[{"id": FLAGS, "value": 1}]))
+    assert_graph_error(response, "graph.request_body_read_value", value="1", type="Edm.String")
+    unknown = client.post(SENT_ITEMS, json=message(isSent=True))
+    assert_graph_error(unknown, "graph.request_body_read", property="isSent", type="Microsoft.OutlookServices.Message")

@@ -204,11 +204,15 @@ async function loadSentItems() {
   if (!mailbox) return;
   const listing = await api(`/api/sent-items?mailbox=${encodeURIComponent(mailbox)}`);
   const addresses = (list) => list.map((r) => r.emailAddress.address).join(", ");
+  // An item a client saved there (outbox's copy of an SMTP send) is no delivery: nothing to open.
+  const kind = (m) => m.savedItemId ? (m.isDraft ? " (saved, a draft)" : " (saved copy)") : "";
   fill($("sent-items").tBodies[0], listing.value.map((m) => el("tr", {class: "sent-item", onclick: () => {
+      if (!m.deliveryId) return;
       showTab("deliveries");
       openMessage(m.deliveryId);
     }},
-    el("td", {class: "nowrap"}, m.sentDateTime), el("td", {}, m.subject || "(no subject)"),
+    el("td", {class: "nowrap"}, m.sentDateTime || m.createdDateTime),
+    el("td", {}, (m.subject || "(no subject)") + kind(m)),
     el("td", {}, addresses(m.toRecipients)), el("td", {}, addresses(m.ccRecipients)),
     el("td", {}, m.internetMessageId || ""), el("td", {}, m.hasAttachments ? "yes" : ""))));
 }
