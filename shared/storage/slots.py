@@ -385,9 +385,13 @@ class BlobSlots:
             for box in self._boxes.values():
                 # A mailbox this process stopped sending to gives every slot back soon (the end of a backlog
                 # is when other instances wait for them); one still in use keeps its spare slots longer
-                # unless another holder was seen.
+                # unless another holder was seen. Holding every slot, it cannot see one: whoever waits gets
+                # no slot to show up on, so a spare then goes soon too.
                 quiet = box.busy == 0 and bool(box.held) and now - box.held[0].idle_since >= self.idle_s
-                idle_s = self.idle_s if quiet or now < box.shared_until else self.idle_alone_s
+                blind = len(box.held) >= self.capacity
+                idle_s = self.idle_s if quiet or blind or now < box.shared_until else self.idle_alone_s
+                if blind and box.busy == 0:
+                    idle_s = 0.0  # every slot idle and nobody else can have one: the backlog moved on
                 while len(box.held) > box.busy and now - box.held[-1].idle_since >= idle_s:
                     held = box.held.pop()
                     box.releasing.add(held.index)

@@ -213,6 +213,21 @@ def test_a_spare_slot_goes_back_soon_once_another_holder_is_seen(make_slots: Cal
     assert slots.held(MAILBOX) == 1 and slots.operations()["release"] == 1
 
 
+def test_holding_every_slot_a_spare_goes_back_soon_even_alone(make_slots: Callable[..., BlobSlots]) -> None:
+    # Another instance waiting for this mailbox gets no slot to show up on, so "alone" proves nothing.
+    clock = _Clock()
+    slots = make_slots(idle_s=0.3, idle_alone_s=60, clock=clock)
+    assert all(slots.take(MAILBOX, 1.0) for _ in range(4))
+    slots.give_back(MAILBOX)  # three still in flight
+    clock.now += 1.0
+    slots._keep_once()
+    assert slots.held(MAILBOX) == 3 and slots.operations()["release"] == 1
+    slots.give_back(MAILBOX)  # a spare again, now with a slot free for others: kept while sending
+    clock.now += 1.0
+    slots._keep_once()
+    assert slots.held(MAILBOX) == 3 and slots.operations()["release"] == 1
+
+
 def test_a_given_up_slot_taken_by_another_instance_costs_one_refused_acquire(
         make_slots: Callable[..., BlobSlots]) -> None:
     clock = _Clock()
