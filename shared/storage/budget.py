@@ -13,7 +13,10 @@ bucket for the time between a grant and the request reaching Graph; that costs ~
 Storage operations: two per block (a read and a conditional write, more when instances collide); a block
 is max(cost, budget / 400) requests (25 of 10,000), so ~0.1 per request at Graph's budget. A store that
 fails or is slow falls back, as the slots do, to a fixed share of the budget per process:
-floor(budget / ``OUTBOX_EXPECTED_INSTANCES``), counted in process, until it answers again.
+floor(budget / ``OUTBOX_EXPECTED_INSTANCES``), counted in process, until it answers again. A store that
+stalls for a moment must not add a whole share on top of a window the instances already filled, and the
+grants made without it must count once it is back, so the share is also held to what the last answer
+left free, and those grants are written into the blob with the next write.
 """
 
 from __future__ import annotations
@@ -44,6 +47,9 @@ class _Pool:
     tokens: int = 0
     bucket: int = -1  # the bucket the tokens were granted in
     exists: bool = False
+    seen: dict[int, int] = field(default_factory=dict)  # bucket counts as the store last told them
+    local: deque[float] = field(default_factory=deque)  # grants made while the store failed (times)
+    owed: Counter[int] = field(default_factory=Counter)  # those grants by bucket, not yet in the blob
 
 
 class BlobBudget:
@@ -67,7 +73,6 @@ class BlobBudget:
         self._lock = threading.Lock()
         self._degraded_until: float | None = None
         self._retrying = False
-        self._local: dict[str, deque[float]] = {}  # degraded: this process's own grants
         self.ops: Counter[str] = Counter()
         self.failures: Counter[str] = Counter()
         self._ops_lock = threading.Lock()
@@ -93,7 +98,7 @@ class BlobBudget:
             now = self._wall()
             if self._degraded_until is not None:
                 if now < self._degraded_until:
-                    return self._take_local(key, cost, now)
+                    return self._take_local(pool, cost, now)
                 self._degraded_until = None  # time to try the store again
                 self._retrying = True
             bucket = int(now // self.bucket_s)
@@ -105,7 +110,7 @@ class BlobBudget:
             try:
                 granted, wait = self._reserve(pool, bucket, max(cost - pool.tokens, self.block), cost - pool.tokens, now)
             except Exception as exc:
-                return self._degrade(exc, key, cost, now)
+                return self._degrade(exc, pool, cost, now)
             if self._retrying:
                 self._retrying = False
                 log.warning("budget store answers again: mailbox budgets are shared with the other instances again",
@@ -134,16 +139,24 @@ class BlobBudget:
             counts = {int(k[1:]): int(v) for k, v in (props.metadata or {}).items()
                       if k.startswith("b") and k[1:].isdigit() and v.isdigit()}
             counted = {b: n for b, n in counts.items() if b > bucket - COUNTED_BUCKETS}
-            used = sum(counted.values())
-            room = self.limit - used
-            if room < need:
+            owed = {b: n for b, n in pool.owed.items() if b > bucket - COUNTED_BUCKETS}
+            for b, n in owed.items():
+                counted[b] = counted.get(b, 0) + n
+            pool.seen = dict(counted)
+            room = self.limit - sum(counted.values())
+            grant = min(want, room) if room >= need else 0
+            if grant == 0 and not owed:
                 return 0, self._wait(counted, bucket, need - max(0, room), now)
-            grant = min(want, room)
-            counted[bucket] = counted.get(bucket, 0) + grant
+            if grant:
+                counted[bucket] = counted.get(bucket, 0) + grant
             try:
                 self._count("write")
                 blob.set_blob_metadata({f"b{b}": str(n) for b, n in counted.items()}, etag=props.etag,
                                        match_condition=MatchConditions.IfNotModified)
+                pool.owed.clear()
+                pool.seen = counted
+                if not grant:
+                    return 0, self._wait(counted, bucket, need - max(0, room), now)
                 return grant, 0.0
             except ResourceExistsError:
                 self._count("conflict")
@@ -177,7 +190,7 @@ class BlobBudget:
 
     # -- when the store fails ----------------------------------------------------------------------
 
-    def _degrade(self, exc: Exception, key: str, cost: int, now: float) -> float:
+    def _degrade(self, exc: Exception, pool: _Pool, cost: int, now: float) -> float:
         first = self._degraded_until is None and not self._retrying
         self._retrying = False
         self._degraded_until = now + self.retry_s
@@ -188,16 +201,28 @@ class BlobBudget:
                         "process (OUTBOX_EXPECTED_INSTANCES) until it answers again", reason, self.safe_share,
                         self.limit, self.window_s,
                         extra={"custom_dimensions": {"event": "slots.degraded", "service": "graph-budget"}})
-        return self._take_local(key, cost, now)
+        return self._take_local(pool, cost, now)
 
-    def _take_local(self, key: str, cost: int, now: float) -> float:
-        grants = self._local.setdefault(key, deque())
+    def _take_local(self, pool: _Pool, cost: int, now: float) -> float:
+        """The safe share, and no more than the store's last answer left free in the counted window."""
+        grants = pool.local
         while grants and grants[0] <= now - self.window_s:
             grants.popleft()
+        waits = []
         over = len(grants) + cost - self.safe_share
         if over > 0:
-            return max(0.01, grants[over - 1] + self.window_s - now) if over <= len(grants) else self.window_s
+            waits.append(max(0.01, grants[over - 1] + self.window_s - now) if over <= len(grants) else self.window_s)
+        bucket = int(now // self.bucket_s)
+        # The last answer, with this process's grants since then added: others' grants since are unknown.
+        counted = {b: n for b, n in pool.seen.items() if b > bucket - COUNTED_BUCKETS}
+        room = self.limit - sum(counted.values())
+        if room < cost:
+            waits.append(self._wait(counted, bucket, cost - max(0, room), now))
+        if waits:
+            return max(waits)
         grants.extend([now] * cost)
+        pool.owed[bucket] += cost
+        pool.seen[bucket] = pool.seen.get(bucket, 0) + cost
         return 0.0
 
     def _count(self, kind: str) -> None:

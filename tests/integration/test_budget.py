@@ -5,10 +5,14 @@ fixed share."""
 from __future__ import annotations
 
 import bisect
+import os
+import signal
 import threading
 import time
 import uuid
 from typing import Any
+
+import pytest
 
 from harness.azurite import Azurite, free_port
 from shared.storage.budget import BlobBudget
@@ -70,3 +74,38 @@ def test_a_store_that_does_not_answer_leaves_the_safe_share() -> None:
     assert [budget.take(MAILBOX) for _ in range(2)] == [0.0, 0.0]  # floor(100 / expected instances) = 2 here
     assert budget.degraded and sum(budget.failures.values()) == 1
     assert budget.take(MAILBOX) > 50  # and no more until this process's own window frees
+
+
+class _Wall:
+    """The budget's wall clock, moved by the test: the retry time passes without waiting for it."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.timeout(60)
+def test_a_stall_adds_no_share_to_a_full_window_and_its_grants_count_once_the_store_is_back(
+        stallable: Azurite) -> None:
+    name = f"budget-{uuid.uuid4().hex[:12]}"
+    wall = _Wall()
+    first, other = (BlobBudget(_container(stallable.connection_string, name), scope="app-1", limit=10,
+                               window_s=60.0, safe_share=5, retry_s=5, wall=wall) for _ in range(2))
+    assert [first.take(MAILBOX) for _ in range(8)] == [0.0] * 8
+    assert stallable.pid is not None
+    os.killpg(stallable.pid, signal.SIGSTOP)
+    try:
+        # The safe share would be 5; the store's last answer left 2 of the window free.
+        assert [first.take(MAILBOX) for _ in range(2)] == [0.0, 0.0]
+        assert first.degraded
+        assert first.take(MAILBOX) > 50  # until the first grants leave the window
+    finally:
+        os.killpg(stallable.pid, signal.SIGCONT)
+    wall.now += 6  # past the retry time: the next take asks the store, and tells it the 2
+    assert first.take(MAILBOX) > 40 and not first.degraded
+    blob = _container(stallable.connection_string, name).get_blob_client(next(iter(first._pools.values())).name)
+    counts = blob.get_blob_properties().metadata
+    assert sum(int(n) for n in counts.values()) == 10, counts
+    assert other.take(MAILBOX) > 40  # another instance sees the window full
