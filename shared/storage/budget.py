@@ -40,6 +40,11 @@ COUNTED_BUCKETS = BUCKETS_PER_WINDOW + 2
 MAX_CONFLICTS = 8  # conditional writes lost to other instances in a row before giving up for now
 
 
+def _counted(counts: dict[int, int], bucket: int) -> dict[int, int]:
+    """The buckets of ``counts`` that still count against the budget in ``bucket``."""
+    return {b: n for b, n in counts.items() if b > bucket - COUNTED_BUCKETS}
+
+
 @dataclass(eq=False)
 class _Pool:
     name: str
@@ -138,15 +143,16 @@ class BlobBudget:
                 continue
             counts = {int(k[1:]): int(v) for k, v in (props.metadata or {}).items()
                       if k.startswith("b") and k[1:].isdigit() and v.isdigit()}
-            counted = {b: n for b, n in counts.items() if b > bucket - COUNTED_BUCKETS}
-            owed = {b: n for b, n in pool.owed.items() if b > bucket - COUNTED_BUCKETS}
+            counted = _counted(counts, bucket)
+            owed = _counted(pool.owed, bucket)
             for b, n in owed.items():
                 counted[b] = counted.get(b, 0) + n
             pool.seen = dict(counted)
             room = self.limit - sum(counted.values())
             grant = min(want, room) if room >= need else 0
-            if grant == 0 and not owed:
-                return 0, self._wait(counted, bucket, need - max(0, room), now)
+            wait = 0.0 if grant else self._wait(counted, bucket, need - max(0, room), now)
+            if not grant and not owed:
+                return 0, wait
             if grant:
                 counted[bucket] = counted.get(bucket, 0) + grant
             try:
@@ -155,9 +161,7 @@ class BlobBudget:
                                        match_condition=MatchConditions.IfNotModified)
                 pool.owed.clear()
                 pool.seen = counted
-                if not grant:
-                    return 0, self._wait(counted, bucket, need - max(0, room), now)
-                return grant, 0.0
+                return grant, wait
             except ResourceExistsError:
                 self._count("conflict")
             except HttpResponseError as exc:
@@ -214,7 +218,7 @@ class BlobBudget:
             waits.append(max(0.01, grants[over - 1] + self.window_s - now) if over <= len(grants) else self.window_s)
         bucket = int(now // self.bucket_s)
         # The last answer, with this process's grants since then added: others' grants since are unknown.
-        counted = {b: n for b, n in pool.seen.items() if b > bucket - COUNTED_BUCKETS}
+        counted = _counted(pool.seen, bucket)
         room = self.limit - sum(counted.values())
         if room < cost:
             waits.append(self._wait(counted, bucket, cost - max(0, room), now))
