@@ -211,10 +211,10 @@ param outboxSlotLeaseS string = '15'
 @description('OUTBOX_SLOT_IDLE_S: a slot lease unused this long is given back for other instances, in seconds.')
 param outboxSlotIdleS string = '0.25'
 
-@description('OUTBOX_SLOT_IDLE_ALONE_S: as OUTBOX_SLOT_IDLE_S, on a mailbox where this instance has seen no other holder lately, in seconds.')
+@description('OUTBOX_SLOT_IDLE_ALONE_S: as OUTBOX_SLOT_IDLE_S, on a mailbox where this instance has seen no other holder lately; also the longest gap between two looks by a holder for waiting instances, in seconds.')
 param outboxSlotIdleAloneS string = '2'
 
-@description('OUTBOX_SLOT_PROBE_S: how often an instance that wants a slot held elsewhere looks for a free one, in seconds.')
+@description('OUTBOX_SLOT_PROBE_S: how often an instance that wants a slot held elsewhere looks for a free one (and a holder of several for waiting instances), in seconds.')
 param outboxSlotProbeS string = '0.25'
 
 @description('OUTBOX_SLOT_TIMEOUT_S: a slot-store request slower than this counts as a store failure, in seconds.')

@@ -282,10 +282,12 @@ class Settings:
     slot_idle_alone_s: float = setting(
         "OUTBOX_SLOT_IDLE_ALONE_S", "2",
         "As OUTBOX_SLOT_IDLE_S, for a mailbox on which this instance has seen no other holder in the last lease "
-        "period (saves re-taking slots; a newcomer may wait this long for an idle one), in seconds.", number())
+        "period (saves re-taking slots; a newcomer may wait this long for an idle one); also the longest time "
+        "between a holder's looks for instances waiting, in seconds.", number())
     slot_probe_s: float = setting(
         "OUTBOX_SLOT_PROBE_S", "0.25",
-        "How often an instance that wants a slot held elsewhere looks for a free one, in seconds.", number(0.01))
+        "How often an instance that wants a slot held elsewhere looks for a free one, and how often a holder of "
+        "several looks again while others wait (for their fair share), in seconds.", number(0.01))
     slot_timeout_s: float = setting(
         "OUTBOX_SLOT_TIMEOUT_S", "2",
         "A slot-store request slower than this counts as a store failure (the safe share applies), in seconds.",

@@ -20,6 +20,17 @@ when other instances wait. It takes back a slot it gave up by acquiring that blo
 operation; a 409 means someone else has it, and then it lists). The cost: an instance that arrives while
 another sends with spare slots it has not seen waits up to the longer time for one.
 
+Sticky leases alone let one instance with a backlog keep every slot while others hold messages they
+cannot send, and hand the mailbox over one instance at a time at the end (each handover idle for a
+probe). So an instance whose probe finds nothing free leases a want blob, ``.../want-<m>`` (m <
+``WANT_BLOBS``), until none of its threads has waited for ``OUTBOX_SLOT_IDLE_S``; whoever holds more
+than one slot lists the mailbox's blobs now and then (every ``OUTBOX_SLOT_PROBE_S`` while others wait,
+less often up to ``OUTBOX_SLOT_IDLE_ALONE_S`` while nobody does), and every listing sets the fair
+share, ceil(capacity / instances waiting). Above it, a slot given back goes to the waiters (released,
+and not taken back by us for two probe periods); at it, a free slot is left for one probe period to
+whoever is below it; and with others waiting a slot nobody here wants goes back at once. A want lease
+left by a crashed instance expires with its lease.
+
 When the store fails or answers slower than ``OUTBOX_SLOT_TIMEOUT_S`` (anything but "that lease is
 taken"), the process falls back to a fixed safe share, floor(capacity / ``OUTBOX_EXPECTED_INSTANCES``)
 (at least 1), on top of the Retry-After pause every 429 already sets; it says so once in the log, tries
@@ -45,6 +56,7 @@ log = logging.getLogger("outbox.slots")
 # Lease states a new holder can acquire (Lease Blob: "expired" and "broken" leases are free).
 FREE_STATES = frozenset({"available", "expired", "broken"})
 MIN_LEASE_S, MAX_LEASE_S = 15, 60  # what Lease Blob accepts besides infinite
+WANT_BLOBS = 16  # instances that can say at once that they wait for a mailbox's slot; more still get free ones
 
 
 class SlotStoreError(Exception):
@@ -74,6 +86,24 @@ class _Box:
     given_up: list[int] = field(default_factory=list)  # slot indices this process released, newest last
     releasing: set[int] = field(default_factory=set)  # still ours at the server until the release answers
     shared_until: float = 0.0  # a listing showed another holder: short idle time until then
+    waiting: int = 0  # threads of this process waiting in take()
+    wanted_at: float = 0.0  # when a thread last waited (or stopped waiting)
+    want: _Held | None = None  # our lease on a want-<m> blob: "this instance waits for a slot here"
+    share: int | None = None  # the fair share the last listing allowed while others wait; None: nobody waits
+    yielded: dict[int, float] = field(default_factory=dict)  # slots given to a waiter: not ours to take until then
+    next_poll: float = 0.0  # holding several slots, when to list again to see who waits
+    passed_over: set[int] = field(default_factory=set)  # free slots our last probe left to a waiter below its share
+    poll_gap: float = 0.0
+
+
+@dataclass(eq=False)
+class _Look:
+    """What one look at the store found (``BlobSlots._acquire_free``)."""
+
+    found: tuple[int, Any] | None = None  # a slot now leased by us
+    shared: bool = False  # another holder was seen
+    wanters: int | None = None  # other instances' want leases; None when no listing was made
+    want: tuple[int, Any] | None = None  # a want lease now ours
 
 
 class BlobSlots:
@@ -148,9 +178,16 @@ class BlobSlots:
                 timeout = remaining
                 if not box.probing and self._degraded_until is None and len(box.held) < self.capacity:
                     timeout = min(timeout, max(0.01, box.next_probe - now))
-                box.cond.wait(timeout)
+                box.waiting += 1
+                box.wanted_at = now
+                try:
+                    box.cond.wait(timeout)
+                finally:
+                    box.waiting -= 1
+                    box.wanted_at = self._clock()
 
     def give_back(self, mailbox: str) -> None:
+        given: _Held | None = None
         with self._lock:
             box = self._boxes.get(mailbox.strip().lower())
             if box is None:
@@ -160,8 +197,17 @@ class BlobSlots:
             elif box.busy > 0:
                 box.busy -= 1
                 if box.busy < len(box.held):
-                    box.held[box.busy].idle_since = self._clock()
-            box.cond.notify()
+                    now = self._clock()
+                    box.held[box.busy].idle_since = now
+                    if box.share is not None and len(box.held) > box.share:
+                        given = self._give_away(box, now)  # another instance waits: not for our next request
+                    elif box.share is not None and box.waiting == 0:
+                        # Others wait and none of our threads does: what we had for this mailbox is sent.
+                        given = self._give_away(box, now, keep_out=False)
+            if given is None:
+                box.cond.notify()
+        if given is not None:
+            self._hand_over(box, given)
 
     def close(self) -> None:
         """Stop renewing and release every lease held, so other instances need not wait for expiry."""
@@ -170,9 +216,11 @@ class BlobSlots:
             self._thread.join(timeout=10)
         with self._lock:
             held = [h for box in self._boxes.values() for h in box.held]
+            held += [box.want for box in self._boxes.values() if box.want is not None]
             for box in self._boxes.values():
                 box.held.clear()
                 box.busy = 0
+                box.want = None
         if self._degraded_until is None:
             for h in held:
                 self._release(h)
@@ -204,14 +252,17 @@ class BlobSlots:
     def _probe(self, box: _Box) -> bool:
         """Look for a free slot and lease it (the lock is released meanwhile); True when one is held."""
         box.probing = True
-        taken = {h.index for h in box.held} | box.releasing
+        now = self._clock()
+        # A slot just given to a waiting instance is not ours to take back before it had its chance.
+        taken = {h.index for h in box.held} | box.releasing | {i for i, t in box.yielded.items() if t > now}
+        own_want = box.want.index if box.want is not None else None
         self._lock.release()
         try:
             try:
-                found, shared = self._acquire_free(box, taken)
+                look = self._acquire_free(box, taken, own_want, len(box.held))
                 error: SlotStoreError | None = None
             except SlotStoreError as exc:
-                found, shared, error = None, False, exc
+                look, error = _Look(), exc
         finally:
             self._lock.acquire()
             box.probing = False
@@ -221,27 +272,52 @@ class BlobSlots:
             self._degrade(error, now)
             return False
         self._recovered()
-        if shared:
+        if look.shared:
             box.shared_until = now + self.lease_s
-        if found is None:
+        if look.wanters is not None:
+            self._seen(box, look.wanters, now)
+        if look.want is not None:
+            box.want = _Held(look.want[0], look.want[1], now, now)
+        if look.found is None:
             box.next_probe = now + self.probe_s
             return False
-        index, lease = found
+        index, lease = look.found
         box.held.insert(box.busy, _Held(index, lease, now, now))
         return True
 
-    def _acquire_free(self, box: _Box, taken: set[int]) -> tuple[tuple[int, Any] | None, bool]:
+    def _seen(self, box: _Box, wanters: int, now: float) -> None:
+        """A listing showed ``wanters`` other instances waiting: hold no more than a fair share meanwhile."""
+        if wanters:
+            box.share = self._fair_share(wanters)
+            box.shared_until = now + self.lease_s
+            box.poll_gap = self.probe_s
+        else:
+            box.share = None
+            # Nobody waits: look half as often each time, up to the longer idle time (or a renewal period),
+            # so what a lone instance spends on looking stays small.
+            longest = min(max(self.idle_alone_s, self.probe_s), self.renew_s)
+            box.poll_gap = min(longest, max(self.probe_s, 2 * box.poll_gap))
+        box.next_poll = now + box.poll_gap
+
+    def _fair_share(self, wanters: int) -> int:
+        return max(1, -(-self.capacity // (wanters + 1)))  # rounded up: the shares cover every slot
+
+    def _acquire_free(self, box: _Box, taken: set[int], own_want: int | None, holding: int) -> _Look:
         """Without the lock: a slot this process gave up tried first, else one listing, the slot blobs created
-        once, one acquire per free slot tried. Also says whether another holder was seen."""
+        once, one acquire per free slot tried, and when none was free a want lease unless we hold one. Also
+        says whether another holder was seen and how many other instances wait."""
         from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
         from azure.storage.blob import BlobLeaseClient
 
         try:
-            again = self._take_back(box, taken)
+            at_share = box.share is not None and holding >= box.share
+            again = None if at_share else self._take_back(box, taken)
             if again is not None:
-                return again, False
-            states = self._lease_states(box.prefix)
-            shared = any(i not in taken and state not in FREE_STATES for i, state in states.items())
+                return _Look(found=again)
+            states, wants = self._lease_states(box.prefix)
+            look = _Look(
+                shared=any(i not in taken and state not in FREE_STATES for i, state in states.items()),
+                wanters=sum(1 for m, state in wants.items() if m != own_want and state not in FREE_STATES))
             if not box.blobs_exist:
                 for index in range(self.capacity):
                     if index not in states:
@@ -249,25 +325,63 @@ class BlobSlots:
                         states[index] = "available"
                 box.blobs_exist = True
             free = [i for i in range(self.capacity) if i not in taken and states.get(i) in FREE_STATES]
+            if look.wanters and holding >= self._fair_share(look.wanters):
+                # At our share while others wait: a free slot is theirs first. One their probes have had a
+                # turn at (free in our last look too) is ours, so a want left by a crashed instance costs
+                # a probe period, not a slot.
+                free, box.passed_over = [i for i in free if i in box.passed_over], set(free)
+            else:
+                box.passed_over = set()
             random.shuffle(free)  # instances probing together should not all want slot 0
             for index in free:
                 lease = BlobLeaseClient(self._container.get_blob_client(f"{box.prefix}slot-{index}"))
                 try:
                     self._count("acquire")
                     lease.acquire(lease_duration=self.lease_s)
-                    return (index, lease), shared
+                    look.found = (index, lease)
+                    return look
                 except ResourceNotFoundError:
                     box.blobs_exist = False  # deleted under us: made again on the next probe
                 except HttpResponseError as exc:
                     if exc.status_code != 409:  # 409 LeaseAlreadyPresent: someone was faster
                         raise
                     self._count("acquire_taken")
-                    shared = True
-            return None, shared
+                    look.shared = True
+            if own_want is None:
+                look.want = self._want(box, wants)
+            return look
         except SlotStoreError:
             raise
         except Exception as exc:  # down, slow (timeout), refused: all mean "do not rely on the store"
             raise SlotStoreError(_describe(exc)) from exc
+
+    def _want(self, box: _Box, wants: dict[int, str]) -> tuple[int, Any] | None:
+        """Without the lock: lease a free want blob, so holders above their fair share see us waiting (one
+        operation; the blob is made the first time). Taken meanwhile: the next probe tries again."""
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+        from azure.storage.blob import BlobLeaseClient
+
+        free = [m for m, state in wants.items() if state in FREE_STATES and m < WANT_BLOBS]
+        if free:
+            index = random.choice(free)  # instances waiting together should not all want want-0
+        else:
+            missing = [m for m in range(WANT_BLOBS) if m not in wants]
+            if not missing:
+                return None  # WANT_BLOBS instances wait already: ours is no news to a holder
+            index = missing[0]
+            self._create_blob(f"{box.prefix}want-{index}")
+        lease = BlobLeaseClient(self._container.get_blob_client(f"{box.prefix}want-{index}"))
+        try:
+            self._count("want")
+            lease.acquire(lease_duration=self.lease_s)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            if exc.status_code != 409:
+                raise
+            self._count("want_taken")
+            return None
+        return index, lease
 
     def _take_back(self, box: _Box, taken: set[int]) -> tuple[int, Any] | None:
         """Without the lock: acquire the slot this process gave up last, if nobody else took it (one operation
@@ -290,7 +404,8 @@ class BlobSlots:
             return None
         return index, lease
 
-    def _lease_states(self, prefix: str) -> dict[int, str]:
+    def _lease_states(self, prefix: str) -> tuple[dict[int, str], dict[int, str]]:
+        """One listing: the lease state of each slot blob and of each want blob, by number."""
         from azure.core.exceptions import ResourceNotFoundError
 
         self._count("list")
@@ -298,13 +413,16 @@ class BlobSlots:
             listing = list(self._container.list_blobs(name_starts_with=prefix))
         except ResourceNotFoundError:
             self._create_container()
-            return {}
+            return {}, {}
         states: dict[int, str] = {}
+        wants: dict[int, str] = {}
         for blob in listing:
             tail = blob.name[len(prefix):]
-            if tail.startswith("slot-") and tail[5:].isdigit():
-                states[int(tail[5:])] = str(getattr(blob.lease, "state", None) or "available").lower()
-        return states
+            kind, _, number = tail.partition("-")
+            if kind in ("slot", "want") and number.isdigit():
+                state = str(getattr(blob.lease, "state", None) or "available").lower()
+                (states if kind == "slot" else wants)[int(number)] = state
+        return states, wants
 
     def _create_container(self) -> None:
         from azure.core.exceptions import ResourceExistsError
@@ -341,6 +459,10 @@ class BlobSlots:
             box.busy = 0
             box.orphans.extend(box.held)
             box.held.clear()
+            if box.want is not None:
+                box.orphans.append(box.want)
+                box.want = None
+            box.share = None
             box.blobs_exist = False
             box.cond.notify_all()
 
@@ -374,6 +496,9 @@ class BlobSlots:
         now = self._clock()
         to_release: list[tuple[_Box, _Held]] = []
         to_renew: list[tuple[_Box, _Held]] = []
+        to_give: list[tuple[_Box, _Held]] = []
+        unwanted: list[_Held] = []
+        want_renew: list[tuple[_Box, _Held]] = []
         with self._lock:
             retry = self._degraded_until
             if retry is not None and now < retry:
@@ -385,8 +510,8 @@ class BlobSlots:
             for box in self._boxes.values():
                 # A mailbox this process stopped sending to gives every slot back soon (the end of a backlog
                 # is when other instances wait for them); one still in use keeps its spare slots longer
-                # unless another holder was seen. Holding every slot, it cannot see one: whoever waits gets
-                # no slot to show up on, so a spare then goes soon too.
+                # unless another holder was seen. Holding every slot, it sees a waiter only at its next look
+                # at the want blobs, so a spare then goes soon too.
                 quiet = box.busy == 0 and bool(box.held) and now - box.held[0].idle_since >= self.idle_s
                 blind = len(box.held) >= self.capacity
                 idle_s = self.idle_s if quiet or blind or now < box.shared_until else self.idle_alone_s
@@ -396,7 +521,22 @@ class BlobSlots:
                     held = box.held.pop()
                     box.releasing.add(held.index)
                     to_release.append((box, held))
+                # Others wait and we hold more than a fair share: our idle spares are theirs now.
+                while box.share is not None and len(box.held) > max(box.share, box.busy):
+                    to_give.append((box, self._give_away(box, now)))
                 to_renew.extend((box, h) for h in box.held if now - h.renewed_at >= self.renew_s)
+                if box.want is not None:
+                    if box.waiting == 0 and not box.probing and now - box.wanted_at >= self.idle_s:
+                        unwanted.append(box.want)  # every thread served for a while: we wait no more
+                        box.want = None
+                    elif now - box.want.renewed_at >= self.renew_s:
+                        want_renew.append((box, box.want))
+            polls = [b for b in self._boxes.values() if len(b.held) > 1 and not b.probing and now >= b.next_poll]
+            poll = min(polls, key=lambda b: b.next_poll, default=None)
+        for box, h in to_give:
+            self._hand_over(box, h)
+        for h in unwanted:
+            self._release(h)
         for box, h in to_release:
             released = self._release(h)
             with self._lock:
@@ -405,6 +545,67 @@ class BlobSlots:
                     box.given_up.append(h.index)
         for box, h in to_renew:
             self._renew(box, h)
+        for box, h in want_renew:
+            self._renew_want(box, h)
+        if poll is not None:
+            self._poll(poll)
+
+    def _poll(self, box: _Box) -> None:
+        """Holding several slots: one listing to see whether other instances wait for one (their want leases),
+        at most one mailbox per keeper tick, less often while nobody does. A failed look only waits for the
+        next; the probes and renewals are what decide that the store is down."""
+        with self._lock:
+            own_want = box.want.index if box.want is not None else None
+            ours = {h.index for h in box.held} | box.releasing
+        try:
+            states, wants = self._lease_states(box.prefix)
+        except Exception as exc:
+            log.debug("could not look for instances waiting for %s slots: %s", self.service, _describe(exc))
+            with self._lock:
+                box.next_poll = self._clock() + max(self.probe_s, box.poll_gap)
+            return
+        wanters = sum(1 for m, state in wants.items() if m != own_want and state not in FREE_STATES)
+        given: list[_Held] = []
+        with self._lock:
+            now = self._clock()
+            if any(i not in ours and state not in FREE_STATES for i, state in states.items()):
+                box.shared_until = now + self.lease_s
+            self._seen(box, wanters, now)
+            while box.share is not None and len(box.held) > max(box.share, box.busy):
+                given.append(self._give_away(box, now))
+        for h in given:
+            self._hand_over(box, h)
+
+    def _give_away(self, box: _Box, now: float, *, keep_out: bool = True) -> _Held:
+        """Off our stack, for an instance that waits (the lock held; an idle slot: held[busy:] are). Above our
+        share, not ours to take back for two probe periods, so the waiter's next probe finds it free."""
+        held = box.held.pop()
+        box.releasing.add(held.index)
+        if keep_out:
+            box.yielded[held.index] = now + 2 * self.probe_s
+        return held
+
+    def _hand_over(self, box: _Box, held: _Held) -> None:
+        """Without the lock: release a slot given away."""
+        released = self._release(held)
+        with self._lock:
+            box.releasing.discard(held.index)
+            kept_out = box.yielded.get(held.index, 0.0) > self._clock()
+            if released and not kept_out and held.index not in box.given_up:
+                box.given_up.append(held.index)  # wanted again: one acquire, if the waiter has not taken it
+
+    def _renew_want(self, box: _Box, held: _Held) -> None:
+        try:
+            self._count("want_renew")
+            held.lease.renew()
+        except Exception as exc:  # lost or unreachable: we are just not seen waiting until the next probe
+            log.debug("could not renew a want lease for %s: %s", self.service, _describe(exc))
+            with self._lock:
+                if box.want is held:
+                    box.want = None
+            return
+        with self._lock:
+            held.renewed_at = self._clock()
 
     def _check_store(self, now: float) -> None:
         """Degraded: one cheap call to see whether the store answers again."""

@@ -16,6 +16,7 @@ the cached token is dropped and a fresh one is used, once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -157,7 +158,7 @@ class GraphTransport:
         quoted = imid.replace("'", "''")
         params = {"$filter": f"internetMessageId eq '{quoted}'", "$select": "id,createdDateTime", "$top": "10"}
         url = f"{self._user_url(mailbox)}/mailFolders/{folder}/messages"
-        with self._pacing.graph.slot(mailbox):
+        with self._slot(mailbox):
             try:
                 response, _ = self._request("GET", url, mailbox=mailbox, operation="lookup", params=params)
             except OutboxError as exc:
@@ -200,7 +201,7 @@ class GraphTransport:
                 "copy are better sent through Graph, which keeps one itself",
             )
         url = f"{self._user_url(mailbox)}/mailFolders/sentitems/messages"
-        with self._pacing.graph.slot(mailbox):
+        with self._slot(mailbox):
             response, _ = self._request("POST", url, mailbox=mailbox, operation="save_sent_copy", content=content)
         return response.headers.get("request-id")
 
@@ -211,7 +212,7 @@ class GraphTransport:
         started = time.perf_counter()
         mailbox = message.sender.address
         url = f"{self._user_url(mailbox)}/messages/{quote(draft_id, safe='')}/send"
-        with self._pacing.graph.slot(mailbox, holder=internet_message_id):
+        with self._slot(mailbox, holder=internet_message_id):
             try:
                 response, client_request_id = self._request(
                     "POST", url, mailbox=mailbox, operation="send_draft", delivers=True, content=b""
@@ -240,7 +241,7 @@ class GraphTransport:
         return render_graph.to_json_bytes(render_graph.render_send_mail(message, internet_message_id=imid))
 
     def _send_small(self, content: bytes, mailbox: str, imid: str, started: float) -> SendResult:
-        with self._pacing.graph.slot(mailbox, holder=imid):
+        with self._slot(mailbox, holder=imid):
             response, client_request_id = self._request(
                 "POST", f"{self._user_url(mailbox)}/sendMail", mailbox=mailbox, operation="send",
                 content=content, delivers=True,
@@ -314,7 +315,7 @@ class GraphTransport:
         # Draft + posted attachments + upload sessions + send run one after another: one slot, and
         # every request paid from the budget up front so the sequence is never cut off halfway.
         cost = 2 + len(plan.posted_attachments) + len(sessions)
-        with self._pacing.graph.slot(mailbox, cost=cost, holder=imid):
+        with self._slot(mailbox, cost=cost, holder=imid):
             response, _ = self._request(
                 "POST", f"{user}/messages", mailbox=mailbox, operation="create_draft", content=draft
             )
@@ -394,6 +395,18 @@ class GraphTransport:
             log.warning("could not delete the draft of a failed send (%s): %s", mailbox, exc)
 
     # -- plumbing ------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _slot(self, mailbox: str, *, cost: int = 1, holder: str | None = None) -> Iterator[None]:
+        """One of the mailbox's in-flight slots (``Pacing.slot``), with the token fetched before it is taken.
+
+        A slot is shared by every instance (OUTBOX_SLOTS=blob): held while Key Vault and Entra answer an
+        instance's first token request (0.3-0.4 s on a busy host), it is a request Outlook is not counting
+        and one other instances wait for. Cached, the early token costs a dictionary lookup."""
+        self._credentials.for_mailbox(mailbox).token("graph")
+        with self._pacing.graph.slot(mailbox, cost=cost, holder=holder):
+            yield
+
 
     def _user_url(self, mailbox: str) -> str:
         return f"{self._base}/{self._credentials.for_mailbox(mailbox).graph_path}"

@@ -264,6 +264,15 @@ class SmtpTransport:
         self._quit_all(mailbox, stale)
         if session is not None:
             return session
+        try:
+            # The token before the slot: an instance's first one (Key Vault, then Entra) takes 0.3-0.4 s,
+            # a connection slot every instance waits for; cached, this is a dictionary lookup.
+            self._credentials.for_mailbox(mailbox).token("smtp")
+        except BaseException:
+            with pool.cond:
+                pool.open -= 1
+                pool.cond.notify()
+            raise
         # A connection also needs one of the mailbox's shared slots (every instance's connections count).
         # Taken in short steps: a session of this process that frees meanwhile serves us instead.
         slots = self._pacing.smtp_slots

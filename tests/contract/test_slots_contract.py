@@ -75,3 +75,30 @@ def test_requests_another_instance_counted_in_the_budget_blob_are_not_granted_ag
     assert budget.take(MAILBOX) > 0  # then wait: the window is full across instances
     metadata = other.get_blob_client(f"budget/{CLIENT_ID}/{digest}").get_blob_properties().metadata
     assert sum(int(v) for k, v in metadata.items() if k.startswith("b")) == 10_000
+
+
+def test_an_outbox_waiting_for_a_slot_says_so_with_a_want_lease_and_drops_it_once_served(
+        world: tuple[Any, Any]) -> None:
+    from azure.storage.blob import BlobLeaseClient
+
+    from tests.waiting import wait_until
+
+    slots, other = world
+    leases = []
+    for name in _names("graph", 4):
+        other.upload_blob(name, b"", overwrite=True)
+        leases.append(BlobLeaseClient(other.get_blob_client(name)))
+        leases[-1].acquire(lease_duration=15)
+    prefix = _names("graph", 1)[0].rsplit("/", 1)[0] + "/"
+
+    def wanting() -> set[str]:
+        return {b.name for b in other.list_blobs(name_starts_with=prefix)
+                if b.name.startswith(prefix + "want-") and b.lease.state == "leased"}
+
+    assert slots.graph.take(MAILBOX, 0.5) is False  # every slot is the other instance's
+    waits = wanting()
+    assert len(waits) == 1 and waits.pop()[len(prefix) + 5:].isdigit(), waits  # want-<m>, as documented
+    # Nobody waits any more: the want lease goes back within OUTBOX_SLOT_IDLE_S (and a keeper tick).
+    wait_until(lambda: not wanting(), 10, message="outbox still says it waits")
+    for lease in leases:
+        lease.release()

@@ -228,6 +228,57 @@ def test_holding_every_slot_a_spare_goes_back_soon_even_alone(make_slots: Callab
     assert slots.held(MAILBOX) == 3 and slots.operations()["release"] == 1
 
 
+def _sending(slots: BlobSlots, threads: int, stop: threading.Event) -> list[threading.Thread]:
+    """``threads`` workers sending to MAILBOX through ``slots`` until ``stop``: a backlog that never ends."""
+
+    def work() -> None:
+        while not stop.is_set():
+            if slots.take(MAILBOX, 0.5):
+                time.sleep(0.02)  # a request in flight
+                slots.give_back(MAILBOX)
+
+    workers = [threading.Thread(target=work) for _ in range(threads)]
+    for w in workers:
+        w.start()
+    return workers
+
+
+def test_an_instance_that_arrives_while_another_holds_every_slot_gets_a_fair_share_while_it_still_sends(
+        make_slots: Callable[..., BlobSlots]) -> None:
+    # Sticky leases alone leave a latecomer waiting until the holder runs out of mail; its want lease
+    # makes the holder give back down to ceil(4 / 2) while it keeps sending.
+    a, b = make_slots(idle_alone_s=60), make_slots(idle_alone_s=60)
+    stop = threading.Event()
+    workers = _sending(a, 6, stop)
+    try:
+        wait_until(lambda: a.held(MAILBOX) == 4, 10, message="a never held all four")
+        late = _sending(b, 6, stop)
+        workers += late
+        wait_until(lambda: a.held(MAILBOX) == 2 and b.held(MAILBOX) == 2, 10,
+                   message=lambda: f"a holds {a.held(MAILBOX)}, b {b.held(MAILBOX)}")
+        assert a.held(MAILBOX) + b.held(MAILBOX) == 4
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+
+
+def test_a_want_left_by_a_crashed_instance_costs_a_probe_period_not_a_slot(
+        make_slots: Callable[..., BlobSlots]) -> None:
+    from azure.storage.blob import BlobLeaseClient
+
+    slots = make_slots(idle_alone_s=60)
+    assert slots.take(MAILBOX, 1.0) is True  # the slot blobs exist now
+    slots.give_back(MAILBOX)
+    # An instance said it waits, then died: its want lease runs on for the lease period.
+    ghost = slots._container.get_blob_client(f"{slots._box(MAILBOX.lower()).prefix}want-0")
+    ghost.upload_blob(b"", overwrite=True)
+    BlobLeaseClient(ghost).acquire(lease_duration=15)
+    started = time.monotonic()
+    assert all(slots.take(MAILBOX, 5.0) for _ in range(4))  # above the share of 2: free slots are ours anyway
+    assert time.monotonic() - started < 3.0
+
+
 def test_a_given_up_slot_taken_by_another_instance_costs_one_refused_acquire(
         make_slots: Callable[..., BlobSlots]) -> None:
     clock = _Clock()

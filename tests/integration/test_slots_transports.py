@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -92,3 +93,25 @@ def test_a_stalled_slot_store_leaves_graph_sending_at_the_safe_share_until_it_is
     assert not errors, errors
     assert fakes.state.count("graph", "status:429") == 0
     assert slots.graph.held(SENDER) == 4
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("transport", ["graph", "smtp"])
+def test_an_instance_fetches_its_first_token_while_it_waits_for_a_slot_not_while_holding_one(
+        fakes: Any, azurite: Azurite, instances: Callable[..., tuple[Senders, MailboxSlots]], transport: str) -> None:
+    # An instance's first token (Key Vault, then Entra) takes a while on a busy host; fetched after the
+    # slot is taken, that time is a slot every instance waits for with nothing in flight.
+    (_, holder), (late, _) = instances(azurite), instances(azurite)
+    held = holder.graph if transport == "graph" else holder.smtp
+    assert all(held.take(SENDER, 2.0) for _ in range(held.capacity))
+    tokens = fakes.state.count("entra")
+    sending = threading.Thread(target=_send(late, transport), args=("late",))
+    sending.start()
+    try:
+        wait_until(lambda: fakes.state.count("entra") > tokens, 10, message="no token asked for while waiting")
+        assert not fakes.deliveries(transport=transport)  # every slot is still the other instance's
+    finally:
+        for _ in range(held.capacity):
+            held.give_back(SENDER)
+        sending.join(30)
+    assert len(fakes.deliveries(transport=transport)) == 1
