@@ -407,7 +407,6 @@ class GraphTransport:
         with self._pacing.graph.slot(mailbox, cost=cost, holder=holder):
             yield
 
-
     def _user_url(self, mailbox: str) -> str:
         return f"{self._base}/{self._credentials.for_mailbox(mailbox).graph_path}"
 
