@@ -23,7 +23,8 @@ another sends with spare slots it has not seen waits up to the longer time for o
 Sticky leases alone let one instance with a backlog keep every slot while others hold messages they
 cannot send, and hand the mailbox over one instance at a time at the end (each handover idle for a
 probe). So an instance whose probe finds nothing free leases a want blob, ``.../want-<m>`` (m <
-``WANT_BLOBS``), until none of its threads has waited for ``OUTBOX_SLOT_IDLE_S``; whoever holds more
+``WANT_BLOBS``), until none of its threads has waited for ``OUTBOX_SLOT_IDLE_S`` (at once when nothing
+of its own is in flight there either: a want left standing holds the others to a smaller share); whoever holds more
 than one slot lists the mailbox's blobs now and then (every ``OUTBOX_SLOT_PROBE_S`` while others wait,
 less often up to ``OUTBOX_SLOT_IDLE_ALONE_S`` while nobody does), and every listing sets the fair
 share, ceil(capacity / instances waiting). Above it, a slot given back goes to the waiters (released,
@@ -188,6 +189,7 @@ class BlobSlots:
 
     def give_back(self, mailbox: str) -> None:
         given: _Held | None = None
+        unwanted: _Held | None = None
         with self._lock:
             box = self._boxes.get(mailbox.strip().lower())
             if box is None:
@@ -204,8 +206,14 @@ class BlobSlots:
                     elif box.share is not None and box.waiting == 0:
                         # Others wait and none of our threads does: what we had for this mailbox is sent.
                         given = self._give_away(box, now, keep_out=False)
+            if box.busy == 0 and box.waiting == 0 and box.want is not None and not box.probing:
+                # Done here: a want left standing would hold the others to a smaller share (a holder at its
+                # share leaves a free slot alone for a probe period). It goes before the slot does.
+                unwanted, box.want = box.want, None
             if given is None:
                 box.cond.notify()
+        if unwanted is not None:
+            self._release(unwanted)
         if given is not None:
             self._hand_over(box, given)
 

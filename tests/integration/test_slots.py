@@ -279,6 +279,24 @@ def test_a_want_left_by_a_crashed_instance_costs_a_probe_period_not_a_slot(
     assert time.monotonic() - started < 3.0
 
 
+def test_an_instance_done_with_a_mailbox_drops_its_want_with_its_last_request(
+        make_slots: Callable[..., BlobSlots]) -> None:
+    # A want left standing holds the others to a smaller share: at the end of a backlog the last instance
+    # would leave the slots freed by the others alone for a probe period.
+    a, b = make_slots(idle_s=30, idle_alone_s=60), make_slots(idle_s=30, idle_alone_s=60)
+    assert all(a.take(MAILBOX, 1.0) for _ in range(3)) and b.take(MAILBOX, 1.0)
+    prefix = b._box(MAILBOX.lower()).prefix
+
+    def wants() -> int:
+        return sum(1 for blob in b._container.list_blobs(name_starts_with=f"{prefix}want-")
+                   if blob.lease.state == "leased")
+
+    assert b.take(MAILBOX, 0.3) is False  # all four in use: b says it waits
+    assert wants() == 1
+    b.give_back(MAILBOX)  # its last request ends and none of its threads waits
+    assert wants() == 0  # at once, not OUTBOX_SLOT_IDLE_S (30 s here) later
+
+
 def test_a_given_up_slot_taken_by_another_instance_costs_one_refused_acquire(
         make_slots: Callable[..., BlobSlots]) -> None:
     clock = _Clock()
