@@ -23,11 +23,11 @@ another sends with spare slots it has not seen waits up to the longer time for o
 Sticky leases alone let one instance with a backlog keep every slot while others hold messages they
 cannot send, and hand the mailbox over one instance at a time at the end (each handover idle for a
 probe). So an instance whose probe finds nothing free leases a want blob, ``.../want-<m>`` (m <
-``WANT_BLOBS``), until none of its threads has waited for ``OUTBOX_SLOT_IDLE_S`` (at once when nothing
-of its own is in flight there either: a want left standing holds the others to a smaller share); whoever holds more
-than one slot lists the mailbox's blobs now and then (every ``OUTBOX_SLOT_PROBE_S`` while others wait,
-less often up to ``OUTBOX_SLOT_IDLE_ALONE_S`` while nobody does), and every listing sets the fair
-share, ceil(capacity / instances waiting). Above it, a slot given back goes to the waiters (released,
+``WANT_BLOBS``), until none of its threads has waited for ``OUTBOX_SLOT_IDLE_S`` (at once when nothing of
+its own is in flight there either: a want left standing holds the others to a smaller share). Whoever
+holds more than one slot lists the mailbox's blobs now and then (every ``OUTBOX_SLOT_PROBE_S`` while
+others wait, less often up to ``OUTBOX_SLOT_IDLE_ALONE_S`` while nobody does), and every listing sets
+the fair share, ceil(capacity / (other instances waiting + 1)). Above it, a slot given back goes to the waiters (released,
 and not taken back by us for two probe periods); at it, a free slot is left for one probe period to
 whoever is below it; and with others waiting a slot nobody here wants goes back at once. A want lease
 left by a crashed instance expires with its lease.
