@@ -256,7 +256,6 @@ def test_an_instance_that_arrives_while_another_holds_every_slot_gets_a_fair_sha
         workers += late
         wait_until(lambda: a.held(MAILBOX) == 2 and b.held(MAILBOX) == 2, 10,
                    message=lambda: f"a holds {a.held(MAILBOX)}, b {b.held(MAILBOX)}")
-        assert a.held(MAILBOX) + b.held(MAILBOX) == 4
     finally:
         stop.set()
         for w in workers:
