@@ -323,9 +323,8 @@ class BlobSlots:
             if again is not None:
                 return _Look(found=again)
             states, wants = self._lease_states(box.prefix)
-            look = _Look(
-                shared=any(i not in taken and state not in FREE_STATES for i, state in states.items()),
-                wanters=sum(1 for m, state in wants.items() if m != own_want and state not in FREE_STATES))
+            shared, wanters = _others(states, wants, taken, own_want)
+            look = _Look(shared=shared, wanters=wanters)
             if not box.blobs_exist:
                 for index in range(self.capacity):
                     if index not in states:
@@ -504,7 +503,6 @@ class BlobSlots:
         now = self._clock()
         to_release: list[tuple[_Box, _Held]] = []
         to_renew: list[tuple[_Box, _Held]] = []
-        to_give: list[tuple[_Box, _Held]] = []
         unwanted: list[_Held] = []
         want_renew: list[tuple[_Box, _Held]] = []
         with self._lock:
@@ -526,12 +524,9 @@ class BlobSlots:
                 if blind and box.busy == 0:
                     idle_s = 0.0  # every slot idle and nobody else can have one: the backlog moved on
                 while len(box.held) > box.busy and now - box.held[-1].idle_since >= idle_s:
-                    held = box.held.pop()
-                    box.releasing.add(held.index)
-                    to_release.append((box, held))
+                    to_release.append((box, self._give_away(box, now, keep_out=False)))
                 # Others wait and we hold more than a fair share: our idle spares are theirs now.
-                while box.share is not None and len(box.held) > max(box.share, box.busy):
-                    to_give.append((box, self._give_away(box, now)))
+                to_release.extend((box, h) for h in self._over_share(box, now))
                 to_renew.extend((box, h) for h in box.held if now - h.renewed_at >= self.renew_s)
                 if box.want is not None:
                     if box.waiting == 0 and not box.probing and now - box.wanted_at >= self.idle_s:
@@ -541,16 +536,10 @@ class BlobSlots:
                         want_renew.append((box, box.want))
             polls = [b for b in self._boxes.values() if len(b.held) > 1 and not b.probing and now >= b.next_poll]
             poll = min(polls, key=lambda b: b.next_poll, default=None)
-        for box, h in to_give:
-            self._hand_over(box, h)
-        for h in unwanted:
+        for h in unwanted:  # before the slots, as in give_back
             self._release(h)
         for box, h in to_release:
-            released = self._release(h)
-            with self._lock:
-                box.releasing.discard(h.index)
-                if released and h.index not in box.given_up:
-                    box.given_up.append(h.index)
+            self._hand_over(box, h)
         for box, h in to_renew:
             self._renew(box, h)
         for box, h in want_renew:
@@ -572,21 +561,27 @@ class BlobSlots:
             with self._lock:
                 box.next_poll = self._clock() + max(self.probe_s, box.poll_gap)
             return
-        wanters = sum(1 for m, state in wants.items() if m != own_want and state not in FREE_STATES)
-        given: list[_Held] = []
+        shared, wanters = _others(states, wants, ours, own_want)
         with self._lock:
             now = self._clock()
-            if any(i not in ours and state not in FREE_STATES for i, state in states.items()):
+            if shared:
                 box.shared_until = now + self.lease_s
             self._seen(box, wanters, now)
-            while box.share is not None and len(box.held) > max(box.share, box.busy):
-                given.append(self._give_away(box, now))
+            given = self._over_share(box, now)
         for h in given:
             self._hand_over(box, h)
 
+    def _over_share(self, box: _Box, now: float) -> list[_Held]:
+        """The idle slots above our fair share while others wait, taken off our stack (the lock held)."""
+        given: list[_Held] = []
+        while box.share is not None and len(box.held) > max(box.share, box.busy):
+            given.append(self._give_away(box, now))
+        return given
+
     def _give_away(self, box: _Box, now: float, *, keep_out: bool = True) -> _Held:
-        """Off our stack, for an instance that waits (the lock held; an idle slot: held[busy:] are). Above our
-        share, not ours to take back for two probe periods, so the waiter's next probe finds it free."""
+        """An idle slot off our stack, to be released (the lock held; held[busy:] are idle). ``keep_out``: given
+        to an instance that waits, so not ours to take back for two probe periods (its next probe finds it
+        free)."""
         held = box.held.pop()
         box.releasing.add(held.index)
         if keep_out:
@@ -594,13 +589,14 @@ class BlobSlots:
         return held
 
     def _hand_over(self, box: _Box, held: _Held) -> None:
-        """Without the lock: release a slot given away."""
+        """Without the lock: release a slot taken off our stack (idle, or given away). Unless it was given to
+        a waiter, a later want of ours tries it first (one acquire, if nobody has taken it)."""
         released = self._release(held)
         with self._lock:
             box.releasing.discard(held.index)
             kept_out = box.yielded.get(held.index, 0.0) > self._clock()
             if released and not kept_out and held.index not in box.given_up:
-                box.given_up.append(held.index)  # wanted again: one acquire, if the waiter has not taken it
+                box.given_up.append(held.index)
 
     def _renew_want(self, box: _Box, held: _Held) -> None:
         try:
@@ -683,6 +679,13 @@ class BlobSlots:
             log.info("could not release %s slot %d: %s", self.service, held.index, _describe(exc))
             return False
         return True
+
+
+def _others(states: dict[int, str], wants: dict[int, str], ours: set[int],
+            own_want: int | None) -> tuple[bool, int]:
+    """From one listing: whether a slot we do not hold is leased, and how many other instances wait."""
+    shared = any(i not in ours and state not in FREE_STATES for i, state in states.items())
+    return shared, sum(1 for m, state in wants.items() if m != own_want and state not in FREE_STATES)
 
 
 def _describe(exc: BaseException) -> str:
